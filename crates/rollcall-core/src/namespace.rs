@@ -61,7 +61,9 @@ pub enum NamespaceError {
     InvalidName(String),
     #[error("namespace {0:?} is defined twice")]
     Duplicate(String),
-    #[error("namespace {name:?}: channel_regex {regex:?} is not a valid regular expression: {reason}")]
+    #[error(
+        "namespace {name:?}: channel_regex {regex:?} is not a valid regular expression: {reason}"
+    )]
     InvalidRegex {
         name: String,
         regex: String,
@@ -91,11 +93,12 @@ impl Namespace {
         let regex = if options.channel_regex.is_empty() {
             None
         } else {
-            let re = Regex::new(&options.channel_regex).map_err(|e| NamespaceError::InvalidRegex {
-                name: name.to_string(),
-                regex: options.channel_regex.clone(),
-                reason: e.to_string(),
-            })?;
+            let re =
+                Regex::new(&options.channel_regex).map_err(|e| NamespaceError::InvalidRegex {
+                    name: name.to_string(),
+                    regex: options.channel_regex.clone(),
+                    reason: e.to_string(),
+                })?;
             Some(re)
         };
         Ok(Namespace {
@@ -237,14 +240,20 @@ mod tests {
     #[test]
     fn unknown_namespace_is_102() {
         let set = Namespaces::build(&NamespaceOptions::default(), &[chat()]).unwrap();
-        assert_eq!(set.resolve("nope:1").unwrap_err(), ErrorCode::UnknownChannel);
+        assert_eq!(
+            set.resolve("nope:1").unwrap_err(),
+            ErrorCode::UnknownChannel
+        );
     }
 
     #[test]
     fn bad_channel_is_107() {
         let set = Namespaces::build(&NamespaceOptions::default(), &[chat()]).unwrap();
         assert_eq!(set.resolve("").unwrap_err(), ErrorCode::BadRequest);
-        assert_eq!(set.resolve(&"x".repeat(256)).unwrap_err(), ErrorCode::BadRequest);
+        assert_eq!(
+            set.resolve(&"x".repeat(256)).unwrap_err(),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

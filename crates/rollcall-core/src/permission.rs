@@ -189,7 +189,12 @@ mod tests {
     #[test]
     fn subscribe_row5_insecure_allows() {
         assert_eq!(
-            subscribe(&ch("chat:x"), &NamespaceOptions::default(), INSECURE_ANON, false),
+            subscribe(
+                &ch("chat:x"),
+                &NamespaceOptions::default(),
+                INSECURE_ANON,
+                false
+            ),
             SubscribeDecision::AllowedInsecure
         );
     }

@@ -45,6 +45,25 @@ pub struct PresenceStats {
     pub num_users: u32,
 }
 
+/// One node as the `info` API lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique id of this run of the node (changes on restart).
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    /// Connections on the node.
+    pub num_clients: u32,
+    /// Distinct users connected to the node.
+    pub num_users: u32,
+    /// Channels with at least one subscriber on the node.
+    pub num_channels: u32,
+    /// Subscriptions on the node.
+    pub num_subs: u32,
+    /// Seconds since the node started.
+    pub uptime: u64,
+}
+
 /// The members of one channel and a per-user count, so both stats are O(1).
 #[derive(Debug, Default, Clone)]
 pub struct ChannelPresence {
@@ -249,7 +268,10 @@ mod tests {
                 num_users: 1
             }
         );
-        assert_eq!(idx.channel("c").unwrap().get("a").unwrap().user.as_ref(), "2");
+        assert_eq!(
+            idx.channel("c").unwrap().get("a").unwrap().user.as_ref(),
+            "2"
+        );
     }
 
     #[test]
@@ -259,7 +281,9 @@ mod tests {
             serde_json::to_string(&i).unwrap(),
             r#"{"client":"c1","user":""}"#
         );
-        i.conn_info = Some(Arc::from(RawValue::from_string(r#"{"n":1}"#.into()).unwrap()));
+        i.conn_info = Some(Arc::from(
+            RawValue::from_string(r#"{"n":1}"#.into()).unwrap(),
+        ));
         assert_eq!(
             serde_json::to_string(&i).unwrap(),
             r#"{"client":"c1","user":"","conn_info":{"n":1}}"#

@@ -322,7 +322,13 @@ mod tests {
         assert!(matches!(m, Method::Connect(ConnectRequest { ref token, .. }) if token == "t"));
         let (_, m) =
             decode_command(br#"{"id":2,"subscribe":{"channel":"c","join_leave":true}}"#).unwrap();
-        assert!(matches!(m, Method::Subscribe(SubscribeRequest { join_leave: true, .. })));
+        assert!(matches!(
+            m,
+            Method::Subscribe(SubscribeRequest {
+                join_leave: true,
+                ..
+            })
+        ));
         let (_, m) = decode_command(br#"{"id":3,"presence_stats":{"channel":"c"}}"#).unwrap();
         assert!(matches!(m, Method::PresenceStats(_)));
         let (_, m) = decode_command(br#"{"id":3,"publish":{"channel":"c","data":{}}}"#).unwrap();

@@ -129,9 +129,7 @@ impl PresenceIndex {
 
     /// Removes a client from a channel. Returns the removed record. O(1).
     pub fn remove(&mut self, channel: &str, client: &str) -> Option<ClientInfo> {
-        let Some(chan) = self.channels.get_mut(channel) else {
-            return None;
-        };
+        let chan = self.channels.get_mut(channel)?;
         let removed = chan.clients.remove(client)?;
         Self::dec_user(&mut chan.users, &removed.user);
         if chan.clients.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -83,9 +83,7 @@ impl Hub {
     }
 
     fn shard(&self, channel: &str) -> &Mutex<HashMap<Channel, ChannelSubs>> {
-        let mut h = self.inner.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.inner.shards[(h.finish() as usize) % SHARDS]
+        &self.inner.shards[(self.inner.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
     /// Counts a new connection of `user`.

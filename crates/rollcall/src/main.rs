@@ -101,7 +101,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(Some(&config), false, false)?;
             let secret = &config.client.token.hmac_secret_key;
             if secret.is_empty() {
-                bail!("client.token.hmac_secret_key is empty in the config: gentoken signs HS256 tokens with it");
+                bail!(
+                    "client.token.hmac_secret_key is empty in the config: gentoken signs HS256 tokens with it"
+                );
             }
             let mut claims = serde_json::json!({ "sub": user });
             if ttl > 0 {
@@ -117,7 +119,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 claims["channels"] = channels.into();
             }
             let token = rollcall_core::token::sign_hs256(secret, &claims);
-            println!("HS256 connection token for user {:?}:", claims["sub"].as_str().unwrap_or(""));
+            println!(
+                "HS256 connection token for user {:?}:",
+                claims["sub"].as_str().unwrap_or("")
+            );
             println!("{token}");
             Ok(())
         }

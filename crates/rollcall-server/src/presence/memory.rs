@@ -1,6 +1,6 @@
 //! The in-memory engine: one node's presence, sharded by channel.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -61,9 +61,7 @@ impl MemoryEngine {
     }
 
     fn shard(&self, channel: &str) -> &Mutex<PresenceIndex> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 }
 

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+#[cfg(test)]
+mod fixtures;
 pub mod leader;
 pub mod metrics;
 pub mod preflight;

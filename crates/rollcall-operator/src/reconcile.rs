@@ -187,6 +187,8 @@ async fn sync_namespace(
         .collect();
     objects.push(trigger.clone());
     objects.retain(|o| o.finalizers().iter().any(|f| f == FINALIZER));
+    // Statuses are written in name order: deterministic for tests and for readers of the log.
+    objects.sort_by_key(|o| o.name_any());
     let rendering = render::render(&objects).map_err(Error::Render)?;
     apply_configmap(ctx, namespace, &rendering.yaml).await?;
 
@@ -354,6 +356,305 @@ pub async fn run_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::PresenceNamespaceSpec;
+    use crate::fixtures::{Exchange, chat, context, pns, verify};
+    use http::Method;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn yaml(objects: &[PresenceNamespace]) -> String {
+        render::render(objects).unwrap().yaml
+    }
+
+    fn with_status(
+        mut obj: PresenceNamespace,
+        outcome: &Outcome,
+        channel_ns: &str,
+    ) -> PresenceNamespace {
+        obj.status = Some(status::desired(
+            &obj,
+            Some(channel_ns),
+            outcome,
+            "rollcall-namespaces",
+            "T0",
+        ));
+        obj
+    }
+
+    fn deleting(mut obj: PresenceNamespace) -> PresenceNamespace {
+        obj.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(100).unwrap()));
+        obj
+    }
+
+    #[tokio::test]
+    async fn a_new_object_first_gets_the_finalizer() {
+        let mut obj = pns("chat", 1, chat());
+        obj.metadata.finalizers = None;
+        let (ctx, api) = context(std::slice::from_ref(&obj));
+        let server = api.run(vec![Exchange::finalizer_added(&obj)]);
+        let action = reconcile(Arc::new(obj), ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_object_with_finalizer_is_applied_then_marked_ready() {
+        let obj = pns("chat", 1, chat());
+        let (ctx, api) = context(std::slice::from_ref(&obj));
+        let server = api.run(vec![
+            Exchange::configmap_applied(&yaml(std::slice::from_ref(&obj))),
+            Exchange::status_patched(&obj, "Applied"),
+            Exchange::event("chat", "Applied"),
+        ]);
+        let action = reconcile(Arc::new(obj), ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(RESYNC));
+        assert!(
+            ctx.metrics
+                .encode()
+                .contains("rollcall_operator_configmap_applies_total 1")
+        );
+        drop(ctx);
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_status_is_not_patched_again() {
+        let obj = with_status(pns("chat", 1, chat()), &Outcome::Applied, "chat");
+        let (ctx, api) = context(std::slice::from_ref(&obj));
+        let server = api.run(vec![Exchange::configmap_applied(&yaml(
+            std::slice::from_ref(&obj),
+        ))]);
+        reconcile(Arc::new(obj), ctx).await.unwrap();
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn objects_without_the_finalizer_yet_are_not_rendered() {
+        let obj = pns("chat", 1, chat());
+        let mut newcomer = pns("other", 2, chat());
+        newcomer.metadata.finalizers = None;
+        let (ctx, api) = context(&[obj.clone(), newcomer]);
+        let server = api.run(vec![
+            Exchange::configmap_applied(&yaml(std::slice::from_ref(&obj))),
+            Exchange::status_patched(&obj, "Applied"),
+            Exchange::event("chat", "Applied"),
+        ]);
+        reconcile(Arc::new(obj), ctx).await.unwrap();
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn a_conflict_marks_the_newer_object_and_keeps_the_older() {
+        let older = with_status(pns("chat", 1, chat()), &Outcome::Applied, "chat");
+        let newer = pns(
+            "newer",
+            2,
+            PresenceNamespaceSpec {
+                name: Some("chat".into()),
+                ..Default::default()
+            },
+        );
+        let (ctx, api) = context(&[older.clone(), newer.clone()]);
+        let server = api.run(vec![
+            Exchange::configmap_applied(&yaml(std::slice::from_ref(&older))),
+            Exchange::status_patched(&newer, "Conflict"),
+            Exchange::event("newer", "Conflict"),
+        ]);
+        reconcile(Arc::new(newer), ctx).await.unwrap();
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_invalid_object_is_reported_and_left_out() {
+        let good = with_status(pns("chat", 1, chat()), &Outcome::Applied, "chat");
+        let bad = pns(
+            "bad",
+            2,
+            PresenceNamespaceSpec {
+                channel_regex: Some("([".into()),
+                ..Default::default()
+            },
+        );
+        let (ctx, api) = context(&[good.clone(), bad.clone()]);
+        let server = api.run(vec![
+            Exchange::configmap_applied(&yaml(std::slice::from_ref(&good))),
+            Exchange::status_patched(&bad, "Invalid"),
+            Exchange::event("bad", "Invalid"),
+        ]);
+        reconcile(Arc::new(bad), ctx).await.unwrap();
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn deletion_rewrites_the_configmap_before_the_finalizer_goes() {
+        // The deleted object was the winner: its conflicting sibling takes the namespace over.
+        let winner = deleting(with_status(
+            pns("chat", 1, chat()),
+            &Outcome::Applied,
+            "chat",
+        ));
+        let conflict = Outcome::Conflict {
+            winner: "chat".into(),
+        };
+        let spec = PresenceNamespaceSpec {
+            name: Some("chat".into()),
+            ..Default::default()
+        };
+        let loser = with_status(pns("second", 2, spec), &conflict, "chat");
+        let (ctx, api) = context(&[winner.clone(), loser.clone()]);
+        let server = api.run(vec![
+            Exchange::configmap_applied(&yaml(std::slice::from_ref(&loser))),
+            Exchange::status_patched(&loser, "Applied"),
+            Exchange::event("second", "Applied"),
+            Exchange::event("chat", "Removed"),
+            Exchange::finalizer_removed(&winner),
+        ]);
+        let action = reconcile(Arc::new(winner), ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn deleting_the_last_object_leaves_an_empty_list() {
+        let obj = deleting(with_status(
+            pns("chat", 1, chat()),
+            &Outcome::Applied,
+            "chat",
+        ));
+        let (ctx, api) = context(std::slice::from_ref(&obj));
+        let server = api.run(vec![
+            Exchange::configmap_applied("namespaces: []\n"),
+            Exchange::event("chat", "Removed"),
+            Exchange::finalizer_removed(&obj),
+        ]);
+        reconcile(Arc::new(obj), ctx).await.unwrap();
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_cleanup_keeps_the_finalizer() {
+        let obj = deleting(pns("chat", 1, chat()));
+        let (ctx, api) = context(std::slice::from_ref(&obj));
+        let server = api.run(vec![Exchange::fails(
+            Method::PATCH,
+            &Exchange::configmap_path(),
+            500,
+            "InternalError",
+        )]);
+        let err = reconcile(Arc::new(obj), ctx).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Finalizer(f) if matches!(**f, finalizer::Error::CleanupFailed(_)))
+        );
+        verify(server).await;
+    }
+
+    /// Runs one failing reconciliation per entry of `failures` and returns the error policy's
+    /// actions: each failure must back off longer than the one before.
+    async fn backoff_after(
+        obj: PresenceNamespace,
+        rounds: usize,
+        script: Vec<Exchange>,
+    ) -> (Vec<Action>, Vec<Error>) {
+        let (ctx, api) = context(std::slice::from_ref(&obj));
+        let server = api.run(script);
+        let (mut actions, mut errors) = (vec![], vec![]);
+        for _ in 0..rounds {
+            let err = reconcile(Arc::new(obj.clone()), ctx.clone())
+                .await
+                .unwrap_err();
+            actions.push(error_policy(Arc::new(obj.clone()), &err, ctx.clone()));
+            errors.push(err);
+        }
+        let metrics = ctx.metrics.encode();
+        assert!(
+            metrics.contains(&format!("error=\"{}\"}} {rounds}", errors[0].label())),
+            "{metrics}"
+        );
+        drop(ctx);
+        verify(server).await;
+        (actions, errors)
+    }
+
+    #[tokio::test]
+    async fn api_500_on_the_configmap_requeues_with_backoff() {
+        let obj = pns("chat", 1, chat());
+        let fail = || {
+            Exchange::fails(
+                Method::PATCH,
+                &Exchange::configmap_path(),
+                500,
+                "InternalError",
+            )
+        };
+        let (actions, errors) = backoff_after(obj, 3, vec![fail(), fail(), fail()]).await;
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(actions, [secs(1), secs(2), secs(4)]);
+        assert_eq!(errors[0].kube().map(status_code), Some(500));
+    }
+
+    #[tokio::test]
+    async fn conflict_409_on_the_status_requeues_with_backoff() {
+        let obj = pns("chat", 1, chat());
+        let yaml = yaml(std::slice::from_ref(&obj));
+        let status_path = format!("{}/status", Exchange::object_path("chat"));
+        let script = vec![
+            Exchange::configmap_applied(&yaml),
+            Exchange::fails(Method::PATCH, &status_path, 409, "Conflict"),
+            Exchange::configmap_applied(&yaml),
+            Exchange::fails(Method::PATCH, &status_path, 409, "Conflict"),
+        ];
+        let (actions, errors) = backoff_after(obj, 2, script).await;
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(actions, [secs(1), secs(2)]);
+        assert_eq!(errors[1].label(), "Finalizer");
+        assert_eq!(errors[1].kube().map(status_code), Some(409));
+    }
+
+    #[tokio::test]
+    async fn missing_crd_404_is_explained_and_requeued_with_backoff() {
+        let mut obj = pns("chat", 1, chat());
+        obj.metadata.finalizers = None;
+        let fail = || {
+            Exchange::fails(
+                Method::PATCH,
+                &Exchange::object_path("chat"),
+                404,
+                "NotFound",
+            )
+        };
+        let (actions, errors) = backoff_after(obj, 2, vec![fail(), fail()]).await;
+        let secs = |s| Action::requeue(Duration::from_secs(s));
+        assert_eq!(actions, [secs(1), secs(2)]);
+        let line = crate::preflight::explain(errors[0].kube().unwrap()).unwrap();
+        assert!(line.contains("CRD"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn success_resets_the_backoff() {
+        let obj = pns("chat", 1, chat());
+        let (ctx, _api) = context(std::slice::from_ref(&obj));
+        let err = Error::NoNamespace("x".into());
+        let first = error_policy(Arc::new(obj.clone()), &err, ctx.clone());
+        let second = error_policy(Arc::new(obj.clone()), &err, ctx.clone());
+        assert_eq!(
+            (first, second),
+            (
+                Action::requeue(BACKOFF_MIN),
+                Action::requeue(BACKOFF_MIN * 2)
+            )
+        );
+        succeeded(&ctx, &ObjectRef::from_obj(&obj));
+        assert_eq!(
+            error_policy(Arc::new(obj), &err, ctx),
+            Action::requeue(BACKOFF_MIN)
+        );
+    }
+
+    fn status_code(err: &kube::Error) -> u16 {
+        match err {
+            kube::Error::Api(status) => status.code,
+            other => panic!("not an API error: {other}"),
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {

@@ -103,6 +103,11 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- default .Release.Namespace .Values.operator.watchNamespace -}}
 {{- end -}}
 
+{{/* The operator's leader-election Lease (in the release namespace). */}}
+{{- define "rollcall.operator.leaseName" -}}
+{{- printf "%s-operator" (include "rollcall.fullname" .) -}}
+{{- end -}}
+
 {{/* Base name of the bundled NATS objects. */}}
 {{- define "rollcall.nats.fullname" -}}
 {{- printf "%s-nats" (include "rollcall.fullname" .) | trunc 63 | trimSuffix "-" -}}
@@ -191,6 +196,14 @@ Checks across values that the schema cannot express; fails the render with the f
 {{- $token := (($cfg.client | default dict).token | default dict) -}}
 {{- if $token.hmac_secret_key -}}
 {{- fail "config.client.token.hmac_secret_key would land in a ConfigMap: set secret.tokenHmacSecretKey or existingSecret instead" -}}
+{{- end -}}
+{{- $userEngine := (default (dict) .Values.config).engine | default dict -}}
+{{- $chartEngine := ternary "nats" "memory" (ne (include "rollcall.nats.url" .) "") -}}
+{{- if and $userEngine.type (ne (toString $userEngine.type) $chartEngine) -}}
+{{- fail (printf "config.engine.type %q contradicts the NATS values (engine %q): choose the engine with nats.enabled / nats.url" (toString $userEngine.type) $chartEngine) -}}
+{{- end -}}
+{{- if ($userEngine.nats | default dict).url -}}
+{{- fail "config.engine.nats.url: set nats.url instead (or ROLLCALL_ENGINE_NATS_URL in existingSecret for a URL with credentials)" -}}
 {{- end -}}
 {{- $engine := include "rollcall.engineType" . -}}
 {{- if eq $engine "memory" -}}

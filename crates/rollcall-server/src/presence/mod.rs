@@ -9,6 +9,7 @@ use std::pin::Pin;
 use rollcall_core::presence::{Channel, ClientId, ClientInfo, NodeInfo, PresenceStats};
 
 pub mod memory;
+pub mod nats;
 
 /// A local subscription as the engine records it.
 #[derive(Debug, Clone)]

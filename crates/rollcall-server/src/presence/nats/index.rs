@@ -1,6 +1,6 @@
 //! The cluster-wide presence index: local and replicated entries, sharded by channel.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use parking_lot::Mutex;
 use rollcall_core::presence::{Channel, ClientInfo, PresenceIndex, PresenceStats};
@@ -29,9 +29,7 @@ impl Default for Index {
 
 impl Index {
     fn shard(&self, channel: &str) -> &Mutex<PresenceIndex> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
     /// Adds or replaces a member. O(1).
@@ -66,10 +64,5 @@ impl Index {
             out.extend(shard.channels().map(|(c, p)| (c.clone(), p.stats())));
         }
         out
-    }
-
-    /// Total entries. O(shards).
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }

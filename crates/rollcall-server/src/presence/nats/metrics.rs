@@ -73,10 +73,10 @@ impl Metrics {
         };
         // Zero-valued series exist from the start, so dashboards and tests see them.
         for state in ["syncing", "live", "resyncing"] {
-            m.peers.get_or_create(&[("state", state)]);
+            let _ = m.peers.get_or_create(&[("state", state)]);
         }
         for reason in Reject::ALL {
-            m.rejected.get_or_create(&[("reason", reason.label())]);
+            let _ = m.rejected.get_or_create(&[("reason", reason.label())]);
         }
         let r = registry.sub_registry_with_prefix("rollcall_cluster");
         r.register("peers", "Known peer nodes by state", m.peers.clone());
@@ -174,6 +174,8 @@ impl Metrics {
     }
 
     pub fn reject(&self, reason: Reject) {
-        self.rejected.get_or_create(&[("reason", reason.label())]).inc();
+        self.rejected
+            .get_or_create(&[("reason", reason.label())])
+            .inc();
     }
 }

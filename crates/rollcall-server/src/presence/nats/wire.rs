@@ -161,8 +161,8 @@ pub fn decode(payload: &[u8]) -> Result<Frame<'_>, Reject> {
     if version != FORMAT_VERSION {
         return Err(Reject::UnknownVersion);
     }
-    let (frame, rest) = postcard::take_from_bytes::<Frame<'_>>(body)
-        .map_err(|_| Reject::Malformed)?;
+    let (frame, rest) =
+        postcard::take_from_bytes::<Frame<'_>>(body).map_err(|_| Reject::Malformed)?;
     if !rest.is_empty() {
         return Err(Reject::Malformed);
     }
@@ -254,13 +254,6 @@ pub struct ValidDelta {
     pub first_seq: u64,
     pub origin_time_us: u64,
     pub changes: Vec<Update>,
-}
-
-impl ValidDelta {
-    /// The seq of the last change.
-    pub fn last_seq(&self) -> u64 {
-        self.first_seq + self.changes.len() as u64 - 1
-    }
 }
 
 impl Delta<'_> {

@@ -108,6 +108,11 @@ impl Outbox {
         self.inner.close_code.load(Ordering::Acquire) != 0
     }
 
+    /// The close asked for, if any (the first one).
+    pub fn reason(&self) -> Option<Disconnect> {
+        *self.inner.close_reason.lock()
+    }
+
     /// Hands a request to the session task.
     pub fn control(&self, request: Control) {
         self.inner.control.lock().push(request);

@@ -166,7 +166,7 @@ async fn run_connection(state: AppState, socket: WebSocket, over_limit: bool) {
                 session.control(requests);
                 Flow::Continue
             }
-            _ = outbox.closing() => break None,
+            _ = outbox.closing() => break outbox.reason(),
             _ = state.shutdown.cancelled() => Flow::Close(Disconnect::Shutdown),
             _ = sleep_until(stale_at), if !session.is_connected() => Flow::Close(Disconnect::Stale),
             _ = sleep_until(next_ping), if session.is_connected() && pong_deadline.is_none() => {
@@ -219,25 +219,50 @@ fn classify(e: &axum::Error) -> Option<Disconnect> {
 }
 
 async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut receiver: OutboxReceiver) {
+    let outbox = receiver.outbox();
     loop {
         match receiver.next().await {
             Next::Frame(frame) => {
                 // Frames are built from JSON lines, so they are valid UTF-8.
                 let text = String::from_utf8(frame).unwrap_or_default();
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    receiver.outbox().close(Disconnect::InternalError);
+                let send = sink.send(Message::Text(text.into()));
+                tokio::pin!(send);
+                let sent = tokio::select! {
+                    biased;
+                    r = &mut send => r.is_ok(),
+                    // The socket is full and the queue overflowed: stop waiting for a reader
+                    // that does not read, and try to get the close frame out below.
+                    _ = outbox.closing() => match tokio::time::timeout(CLOSE_GRACE, &mut send).await {
+                        Ok(r) => r.is_ok(),
+                        Err(_) => false,
+                    },
+                };
+                if !sent {
+                    outbox.close(Disconnect::InternalError);
+                    let reason = outbox.reason().unwrap_or(Disconnect::InternalError);
+                    send_close(&mut sink, reason).await;
                     return;
                 }
             }
             Next::Close(reason) => {
-                let frame = CloseFrame {
-                    code: reason.code(),
-                    reason: reason.reason().into(),
-                };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                let _ = sink.close().await;
+                send_close(&mut sink, reason).await;
                 return;
             }
         }
     }
+}
+
+/// How long a close frame may take to leave, e.g. behind a slow reader's buffered data.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, reason: Disconnect) {
+    let frame = CloseFrame {
+        code: reason.code(),
+        reason: reason.reason().into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    })
+    .await;
 }

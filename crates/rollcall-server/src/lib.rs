@@ -87,12 +87,14 @@ impl Server {
         let metrics = Metrics::new(&mut registry);
         let engine: Arc<dyn PresenceEngine> = match config.engine.kind {
             EngineKind::Memory => Arc::new(MemoryEngine::new(hub.clone(), identity.clone())),
-            // NATS_ENGINE_HOOK: replaced by presence::nats::start once the engine lands.
-            EngineKind::Nats => {
-                return Err(SetupError::Engine(
-                    "the nats engine is not built yet".into(),
-                ));
-            }
+            EngineKind::Nats => presence::nats::start(
+                &config.engine.nats,
+                hub.clone(),
+                identity.clone(),
+                &mut registry,
+            )
+            .await
+            .map_err(|e| SetupError::Engine(e.to_string()))?,
         };
         tracing::info!(
             addr = %addr,

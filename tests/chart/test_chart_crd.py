@@ -3,7 +3,7 @@
 import kubernetes_validate
 import yaml
 
-from conftest import CHART, K8S_VERSION, ROOT, render
+from chartlib import CHART, K8S_VERSION, ROOT, render
 
 CRD_NAME = "presencenamespaces.rollcall.dev.yaml"
 REPO_CRD = ROOT / "crds" / CRD_NAME

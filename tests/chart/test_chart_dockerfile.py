@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, run, tool
+from chartlib import ROOT, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 TEXT = DOCKERFILE.read_text()

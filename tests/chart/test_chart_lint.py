@@ -5,7 +5,7 @@ import tempfile
 import pytest
 import yaml
 
-from conftest import CHART, SCENARIOS, helm
+from chartlib import CHART, SCENARIOS, helm
 
 
 def test_chart_metadata():
@@ -14,6 +14,8 @@ def test_chart_metadata():
     assert chart["name"] == "rollcall"
     assert chart["type"] == "application"
     assert chart["version"] and chart["appVersion"]
+    # The oldest Kubernetes the render tests validate against (native preStop sleep: 1.30).
+    assert chart["kubeVersion"] == ">=1.30.0-0"
 
 
 def test_lint_default():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FULLNAME, NAMESPACE, SCENARIOS, container, render, tool
+from chartlib import FULLNAME, NAMESPACE, SCENARIOS, container, render, tool
 
 NATS = f"{FULLNAME}-nats"
 

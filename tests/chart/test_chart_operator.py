@@ -1,6 +1,6 @@
 """The operator Deployment and its least-privilege RBAC, per watchNamespace."""
 
-from conftest import FULLNAME, NAMESPACE, SCENARIOS, render
+from chartlib import FULLNAME, NAMESPACE, SCENARIOS, render
 
 OPERATOR_SA = f"{FULLNAME}-operator"
 

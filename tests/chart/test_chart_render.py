@@ -6,7 +6,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from conftest import K8S_VERSION, NAMESPACE, SCENARIOS, render
+from chartlib import K8S_VERSION, NAMESPACE, SCENARIOS, render
 
 # Kinds whose schema is not part of Kubernetes; each is checked by a schema of our own below,
 # never skipped.
@@ -90,23 +90,28 @@ SERVICE_MONITOR_SCHEMA = {
 }
 
 
-def validate(doc: dict) -> None:
+# The current Kubernetes, and the oldest the chart supports (Chart.yaml kubeVersion >=1.30).
+VERSIONS = [K8S_VERSION, "1.30.0"]
+
+
+def validate(doc: dict, version: str = K8S_VERSION) -> None:
     if doc["kind"] in CUSTOM_KINDS:
         jsonschema.Draft202012Validator(SERVICE_MONITOR_SCHEMA).validate(doc)
         return
-    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kubernetes_validate.validate(doc, version, strict=True)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_every_object_validates_strictly(scenario):
+def test_every_object_validates_strictly(scenario, version):
     manifests = render(SCENARIOS[scenario])
     assert manifests.docs, "nothing rendered"
     kinds = Counter()
     for doc in manifests:
         try:
-            validate(doc)
+            validate(doc, version)
         except Exception as e:  # noqa: BLE001 - report which object failed and why
-            pytest.fail(f"{doc['kind']}/{doc['metadata'].get('name')} fails validation for Kubernetes {K8S_VERSION}: {e}")
+            pytest.fail(f"{doc['kind']}/{doc['metadata'].get('name')} fails validation for Kubernetes {version}: {e}")
         kinds[doc["kind"]] += 1
     # The custom kinds were checked only where they render, and then by our schema.
     assert set(kinds) - CUSTOM_KINDS, kinds

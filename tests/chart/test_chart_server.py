@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import FIXED_SECRET, FULLNAME, NAMESPACE, ROOT, SCENARIOS, container, deep_merge, pod_specs, render
+from chartlib import FIXED_SECRET, FULLNAME, NAMESPACE, ROOT, SCENARIOS, container, deep_merge, pod_specs, render
 
 CONFIG_PATH = "/etc/rollcall/config/config.yaml"
 

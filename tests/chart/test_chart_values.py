@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from conftest import CHART, render_error
+from chartlib import CHART, render_error
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 
@@ -57,7 +57,7 @@ def test_chart_refuses(values, message):
 
 
 def test_durations_are_parsed():
-    from conftest import render
+    from chartlib import render
 
     # 1m30s + 5 s preStop = 95 s: 96 passes, 95 is refused.
     render({"config": {"shutdown": {"timeout": "1m30s"}}, "terminationGracePeriodSeconds": 96})

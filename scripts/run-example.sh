@@ -33,4 +33,6 @@ cat <<MSG
   Stop with Ctrl-C.
 
 MSG
+# ROLLCALL_BIN is ours, not a config override: keep it out of the server's environment.
+unset ROLLCALL_BIN
 exec "$BIN" serve --config "$CONFIG"

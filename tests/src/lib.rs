@@ -1,6 +1,8 @@
 //! Shared helpers for black-box tests: start the real `rollcall` binary, speak real WebSocket
 //! and HTTP to it, sign tokens. Every wait is bounded and fails with a clear message.
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,6 +103,8 @@ impl ServerProcess {
             .arg(&path)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
+            // Test plumbing, not a config override (it would be warned about).
+            .env_remove("ROLLCALL_BIN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

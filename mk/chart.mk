@@ -5,6 +5,12 @@
 # Tools (helm, kubectl, a python venv with pytest and kubernetes-validate, hadolint) land in
 # .tools/ via scripts/install-chart-tools.sh.
 
+# mk/*.mk are included before the root Makefile's `help`: keep a fragment's first rule from
+# becoming what a bare `make` runs.
+ifeq ($(.DEFAULT_GOAL),)
+.DEFAULT_GOAL := help
+endif
+
 CHART_VENV := $(TOOLS)/venv
 CHART_RELEASE ?= rollcall-e2e
 CHART_NAMESPACE ?= rollcall-e2e
@@ -22,6 +28,9 @@ tools-chart:
 test-chart: tools-chart tools-nats
 	$(CARGO) build -p rollcall
 	$(CHART_VENV)/bin/python -m pytest -q tests/chart
+
+# `make e2e` (documented, not in CI) includes the chart's end-to-end run.
+e2e: e2e-chart
 
 e2e-chart: tools-chart
 	@./tests/chart/e2e.sh "$(CHART_RELEASE)" "$(CHART_NAMESPACE)" "$(CHART_IMAGE)"

@@ -302,3 +302,30 @@ def test_rendered_config_passes_rollcall_checkconfig_strict(scenario):
                               capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, f"rollcall checkconfig rejected the rendered config:\n{cfg_text}\n{proc.stderr}"
     assert not proc.stderr.strip() or "warning" not in proc.stderr.lower(), proc.stderr
+
+
+def _notes(*sets: str) -> str:
+    from chartlib import CHART, helm
+
+    args = ["install", "rc", str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
+    for s in sets:
+        args += ["--set", s]
+    out = helm(*args).stdout
+    assert "NOTES:" in out, out
+    return out[out.index("NOTES:"):]
+
+
+def test_notes_tell_how_to_reach_query_and_mint_a_token():
+    notes = _notes()
+    assert f"kubectl --namespace {NAMESPACE} port-forward service/{FULLNAME} 8000:8000" in notes
+    assert f"get secret {FULLNAME}-secret" in notes and "ROLLCALL_HTTP_API_KEY" in notes
+    assert '-H "X-API-Key: $ROLLCALL_API_KEY"' in notes and "http://localhost:8000/api/presence" in notes
+    assert f"exec deployment/{FULLNAME} --" in notes
+    assert "rollcall gentoken --config /etc/rollcall/config/config.yaml --user 42" in notes
+    assert "kubectl apply --server-side -f charts/rollcall/crds/" in notes
+    assert "engine nats (bundled NATS" in notes
+
+    custom = _notes("existingSecret=keys", "nats.enabled=false", "operator.enabled=false")
+    assert "get secret keys" in custom
+    assert "engine memory" in custom and "1 replica(s)" in custom
+    assert "the operator is disabled" in custom

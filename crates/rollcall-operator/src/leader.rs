@@ -41,7 +41,8 @@ impl Leadership {
                 .with_identity(identity)
                 .with_duration(LEASE_SECONDS)
                 .with_grace(GRACE_SECONDS)
-                .with_field_manager(format!("{}-lease", crate::reconcile::MANAGER))
+                // The field manager stays the crate's default (it embeds the identity): locking
+                // relies on server-side apply conflicts between distinct managers.
                 .build()
                 .await;
             match built {

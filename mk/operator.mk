@@ -23,7 +23,7 @@ tools-operator:
 
 test-operator: tools-operator
 	$(CARGO) build -p rollcall
-	$(OPERATOR_PYTEST)
+	PYTHONDONTWRITEBYTECODE=1 $(OPERATOR_PYTEST)
 
 e2e: e2e-operator
 
@@ -35,4 +35,4 @@ e2e-operator: tools-operator
 	  echo "  and applies objects in namespace 'apps'."; \
 	  exit 1; }
 	$(CARGO) build -p rollcall
-	ROLLCALL_E2E_CLUSTER=1 $(OPERATOR_PYTEST)
+	PYTHONDONTWRITEBYTECODE=1 ROLLCALL_E2E_CLUSTER=1 $(OPERATOR_PYTEST)

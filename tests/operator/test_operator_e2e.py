@@ -199,3 +199,37 @@ def test_standby_replica_takes_over_when_the_leader_stops(operator, kubectl, rol
     assert code == 0, standby.log()[-3000:]
     lease = kubectl.get("lease", "rollcall-operator")
     assert not lease["spec"].get("holderIdentity"), f"the Lease was not released on SIGTERM: {lease['spec']}"
+
+
+def test_missing_crd_is_one_clear_line_until_installed(rollcall_bin, tmp_path):
+    """Started before its CRD exists, the operator says so once, stays up and not ready, and
+    starts reconciling as soon as the CRD is applied."""
+    from conftest import CRD_FILE, REAL_CLUSTER, EmulatorThread, Operator, find_tool
+    if REAL_CLUSTER:
+        return  # needs a cluster without the CRD: only on the emulator
+    fresh = EmulatorThread().start()
+    config = tmp_path / "config"
+    config.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "e",
+        "clusters": [{"name": "e", "cluster": {"server": f"http://127.0.0.1:{fresh.port}"}}],
+        "users": [{"name": "e", "user": {"token": "e"}}],
+        "contexts": [{"name": "e", "context": {"cluster": "e", "user": "e", "namespace": NAMESPACE}}]}))
+    kubectl = Kubectl(find_tool("kubectl"), config)
+    op = Operator(rollcall_bin, config, tmp_path / "operator.log", "no-crd")
+    try:
+        wait_for("the missing-CRD line", lambda: "not installed" in op.log(), on_fail=op.log)
+        assert op.http("/health")[0] == 200
+        assert op.http("/ready")[0] == 503
+        # Retries go on (every 1, 2, 4 s ...) without repeating the line or a stack trace.
+        wait_for("two retries", lambda: sum(1 for r in fresh.call(lambda: list(fresh.emulator._requests))
+                                            if "presencenamespaces" in str(r.url)) >= 3)
+        assert op.log().count("not installed") == 1, op.log()
+        assert op.process.poll() is None, "the operator exited instead of waiting for the CRD"
+        kubectl.run("apply", "-f", str(CRD_FILE))
+        wait_for("/ready once the CRD exists", lambda: op.http("/ready")[0] == 200, on_fail=op.log)
+        kubectl.apply(pns("late", presence=True))
+        wait_ready(kubectl, op, "late", "True", "Applied")
+    finally:
+        code = op.terminate()
+        fresh.stop()
+    assert code == 0, op.log()

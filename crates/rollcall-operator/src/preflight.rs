@@ -30,7 +30,7 @@ pub fn explain(err: &kube::Error) -> Option<String> {
         403 => Some(format!(
             "RBAC: the operator's ServiceAccount lacks a permission: {} \
              (it needs presencenamespaces get/list/watch/patch, presencenamespaces/status patch, \
-             configmaps get/create/patch, events create, leases get/create/update/patch)",
+             configmaps get/create/patch, events.k8s.io events create/patch, leases get/create/patch)",
             status.message
         )),
         401 => Some(format!(

@@ -137,6 +137,9 @@ class Proc {
     const keep = (d) => { this.output += d.toString(); };
     this.child.stdout.on('data', keep);
     this.child.stderr.on('data', keep);
+    // Never outlive the test process, even when it ends without running its `after` hooks.
+    const reap = () => { if (!this.exited) this.child.kill('SIGKILL'); };
+    process.once('exit', reap);
     this.exitPromise = new Promise((res) => {
       this.child.on('exit', (code, sig) => { this.exited = { code, sig }; res(this.exited); });
       this.child.on('error', (err) => { this.output += `spawn error: ${err.message}\n`; this.exited = { code: -1 }; res(this.exited); });

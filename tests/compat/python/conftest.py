@@ -5,6 +5,7 @@ events are recorded and awaited with bounded waits that fail with a clear messag
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import hashlib
 import hmac
@@ -121,6 +122,12 @@ class Proc:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # Never outlive pytest, even when it ends without running fixture teardowns.
+        atexit.register(self._reap)
+
+    def _reap(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

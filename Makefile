@@ -6,7 +6,7 @@
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(TOOLS)/node/node_modules/.bin:$(PATH)
-export ROLLCALL_BIN := $(CURDIR)/target/debug/rollcall
+export ROLLCALL_BIN ?= $(CURDIR)/target/debug/rollcall
 
 # Each mk/*.mk adds its test target to TEST_TARGETS.
 TEST_TARGETS :=

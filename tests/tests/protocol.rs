@@ -426,7 +426,7 @@ async fn too_many_server_side_channels_closes_with_3505() {
 
 #[tokio::test]
 async fn connection_expires_without_refresh_and_refresh_extends_it() {
-    let s = server_with(json!({}));
+    let s = server_with(json!({"client": {"expired_close_delay": "1s"}}));
     let short = token(json!({"sub": "1", "exp": now() + 2}));
     let (mut a, result) = Client::connect(&s.ws_url(), &short).await;
     assert_eq!(result["expires"], true);
@@ -439,7 +439,14 @@ async fn connection_expires_without_refresh_and_refresh_extends_it() {
         .await;
     assert_eq!(reply["refresh"]["expires"], true, "{reply}");
     assert!(reply["refresh"]["ttl"].as_u64().unwrap() > 50);
-    assert_eq!(a.expect_close(Duration::from_secs(5)).await.0, 3005);
+    // Closed only after exp + expired_close_delay (2 s + 1 s), not at exp.
+    let t = std::time::Instant::now();
+    assert_eq!(a.expect_close(Duration::from_secs(6)).await.0, 3005);
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "closed before the grace: {:?}",
+        t.elapsed()
+    );
     // b refreshed: still open well after a's expiry.
     let reply = b.call("presence_stats", json!({"channel": "chat:1"})).await;
     assert_eq!(error_code(&reply), 103);
@@ -538,4 +545,36 @@ async fn garbage_frames_never_crash_the_node() {
             .is_some()
     );
     assert_eq!(s.presence("chat:ok").await.len(), 1);
+}
+
+#[tokio::test]
+async fn subscription_expires_after_grace_unless_refreshed() {
+    let s = server_with(json!({
+        "client": {"expired_sub_close_delay": "1s"},
+        "channel": {"namespaces": [{"name": "closed", "presence": true}]}
+    }));
+    let (mut c, _) = Client::connect(&s.ws_url(), &user_token("42")).await;
+    let short = |ch: &str| token(json!({"sub": "42", "channel": ch, "exp": now() + 1}));
+    for ch in ["closed:a", "closed:b"] {
+        let reply = c
+            .call("subscribe", json!({"channel": ch, "token": short(ch)}))
+            .await;
+        assert_eq!(reply["subscribe"]["expires"], true, "{reply}");
+    }
+    let fresh = token(json!({"sub": "42", "channel": "closed:b", "exp": now() + 60}));
+    let reply = c
+        .call(
+            "sub_refresh",
+            json!({"channel": "closed:b", "token": fresh}),
+        )
+        .await;
+    assert!(
+        reply["sub_refresh"]["ttl"].as_u64().unwrap() > 50,
+        "{reply}"
+    );
+    let push = c.next_push().await;
+    assert_eq!(push["channel"], "closed:a");
+    assert_eq!(push["unsubscribe"]["code"], 2501, "{push}");
+    assert!(s.presence("closed:a").await.is_empty());
+    assert_eq!(s.presence("closed:b").await.len(), 1);
 }

@@ -293,6 +293,12 @@ pub struct ClientConfig {
     pub connection_limit: u32,
     /// Bytes buffered for a slow client before it is closed with 3008. Default 1 MiB.
     pub queue_max_size: usize,
+    /// How long an expired connection stays open waiting for the SDK's `refresh` before it is
+    /// closed with 3005 (Centrifugo's `client.expired_close_delay`). Default 25s.
+    pub expired_close_delay: Dur,
+    /// How long an expired subscription stays waiting for `sub_refresh` before it ends with an
+    /// unsubscribe push (Centrifugo's `client.expired_sub_close_delay`). Default 25s.
+    pub expired_sub_close_delay: Dur,
 }
 
 impl Default for ClientConfig {
@@ -309,6 +315,8 @@ impl Default for ClientConfig {
             channel_limit: 128,
             connection_limit: 0,
             queue_max_size: 1_048_576,
+            expired_close_delay: Dur::secs(25),
+            expired_sub_close_delay: Dur::secs(25),
         }
     }
 }

@@ -517,18 +517,26 @@ impl Session {
         self.awaiting_pong
     }
 
-    /// Expires what is due at `now`: the connection (close 3005) or subscriptions
-    /// (unsubscribe push 2501).
+    /// Expires what is due at `now`. A connection or subscription past its expiry gets
+    /// `client.expired_close_delay` / `expired_sub_close_delay` to refresh (the SDKs refresh when
+    /// `ttl` runs out, so the server must not race them); then the connection closes with 3005,
+    /// or the subscription ends with an unsubscribe push 2501.
     pub fn expire(&mut self, now: u64) -> Flow {
+        let client = &self.node.config().client;
+        let conn_grace = client.expired_close_delay.0.as_secs();
+        let sub_grace = client.expired_sub_close_delay.0.as_secs();
         if let Some(at) = self.connected.as_ref().and_then(|c| c.expires_at)
-            && at <= now
+            && at.saturating_add(conn_grace) <= now
         {
             return Flow::Close(Disconnect::Expired);
         }
         let due: Vec<Channel> = self
             .subs
             .iter()
-            .filter(|(_, s)| s.expires_at.is_some_and(|at| at <= now))
+            .filter(|(_, s)| {
+                s.expires_at
+                    .is_some_and(|at| at.saturating_add(sub_grace) <= now)
+            })
             .map(|(c, _)| c.clone())
             .collect();
         for channel in due {

@@ -119,6 +119,11 @@ impl Local {
             self.remove_locked(&mut st, &key);
             return;
         }
+        if st.owned.get(&key) == Some(&record) {
+            // Re-adding an identical entry (a presence refresh) is a local liveness matter:
+            // no delta, no NATS traffic.
+            return;
+        }
         // The index is updated under the same lock as the owned set, so a snapshot never
         // disagrees with what local queries saw.
         if record.presence {
@@ -267,6 +272,16 @@ mod tests {
         ));
         let (seq, snap) = local.snapshot();
         assert_eq!((seq, snap.len()), (3, 1));
+    }
+
+    #[test]
+    fn identical_re_adds_publish_nothing() {
+        let local = Local::new(Arc::new(Index::default()));
+        local.add(entry("c", "a", true, true));
+        local.add(entry("c", "a", true, true));
+        assert_eq!(batch(local.take(10, 1 << 20)).updates.len(), 1);
+        local.add(entry("c", "a", true, false)); // a real change
+        assert_eq!(batch(local.take(10, 1 << 20)).first_seq, 2);
     }
 
     #[test]

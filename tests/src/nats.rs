@@ -27,6 +27,7 @@ impl NatsServer {
     pub fn start() -> NatsServer {
         let bin = find_binary();
         // A free port can be taken by someone else before the server binds it: retry.
+        let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
             let mut server = NatsServer {
@@ -36,11 +37,12 @@ impl NatsServer {
                 log: std::env::temp_dir()
                     .join(format!("rollcall-nats-{}-{port}.log", std::process::id())),
             };
-            if server.spawn().is_ok() {
-                return server;
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
             }
         }
-        panic!("nats-server did not start on any of 5 free ports (see its log in the temp dir)");
+        panic!("nats-server did not start on any of 5 free ports; last error: {last_error}");
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -125,7 +127,14 @@ impl Drop for NatsServer {
 /// `$NATS_SERVER` if set, else `nats-server` on PATH, else the Debian package's location.
 fn find_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER") {
-        return PathBuf::from(bin);
+        let bin = PathBuf::from(bin);
+        assert!(
+            is_executable(&bin),
+            "NATS_SERVER={} is not an executable file; unset it to use nats-server from PATH \
+             (install with `apt-get install nats-server`)",
+            bin.display()
+        );
+        return bin;
     }
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())

@@ -453,51 +453,49 @@ impl Replica {
             return Err(Reject::RetiredIncarnation);
         }
         let mut cause = None;
-        let peer = match peers.entry(origin.node.to_string()) {
-            MapEntry::Vacant(e) => {
-                tracing::info!(
-                    peer = origin.node,
-                    incarnation = origin.incarnation,
-                    "new peer"
-                );
-                cause = Some("new_peer");
-                e.insert(Peer::new(Arc::from(origin.incarnation), now))
+        // `contains_key` first: a known peer (the common case) costs no allocation.
+        let known = peers.contains_key(origin.node);
+        if !known {
+            tracing::info!(
+                peer = origin.node,
+                incarnation = origin.incarnation,
+                "new peer"
+            );
+            cause = Some("new_peer");
+            let peer = Peer::new(Arc::from(origin.incarnation), now);
+            peers.insert(origin.node.to_string(), peer);
+        }
+        let peer = peers.get_mut(origin.node).expect("present or inserted");
+        if known && *peer.incarnation != *origin.incarnation {
+            // A restarted node: the old run is gone for good. Its entries stay until the new
+            // run's snapshot arrives, and the diff then sends leaves for those that vanished
+            // and joins only for new ones.
+            tracing::info!(
+                peer = origin.node,
+                old = %peer.incarnation,
+                new = origin.incarnation,
+                "peer restarted"
+            );
+            self.metrics
+                .peers_down
+                .get_or_create(&[("reason", "replaced")])
+                .inc();
+            ctl.retired.insert(origin.node, peer.incarnation.clone());
+            peer.incarnation = Arc::from(origin.incarnation);
+            peer.applied = 0;
+            peer.info = None;
+            peer.synced_once = false;
+            peer.last_sync = None;
+            if let Phase::Syncing {
+                buffer, buffered, ..
+            } = &mut peer.phase
+            {
+                buffer.clear();
+                *buffered = 0;
             }
-            MapEntry::Occupied(e) => {
-                let peer = e.into_mut();
-                if *peer.incarnation != *origin.incarnation {
-                    // A restarted node: the old run is gone for good. Its entries stay until
-                    // the new run's snapshot arrives, and the diff then sends leaves for those
-                    // that vanished and joins only for new ones.
-                    tracing::info!(
-                        peer = origin.node,
-                        old = %peer.incarnation,
-                        new = origin.incarnation,
-                        "peer restarted"
-                    );
-                    self.metrics
-                        .peers_down
-                        .get_or_create(&[("reason", "replaced")])
-                        .inc();
-                    ctl.retired.insert(origin.node, peer.incarnation.clone());
-                    peer.incarnation = Arc::from(origin.incarnation);
-                    peer.applied = 0;
-                    peer.info = None;
-                    peer.synced_once = false;
-                    peer.last_sync = None;
-                    if let Phase::Syncing {
-                        buffer, buffered, ..
-                    } = &mut peer.phase
-                    {
-                        buffer.clear();
-                        *buffered = 0;
-                    }
-                    cause = Some("new_incarnation");
-                }
-                peer.last_seen = now;
-                peer
-            }
-        };
+            cause = Some("new_incarnation");
+        }
+        peer.last_seen = now;
         let job = cause.map(|c| {
             // Answer a newcomer with a heartbeat at once, so it learns about us well within
             // its one-interval discovery window.

@@ -95,6 +95,8 @@ struct Inner {
     registry: Registry,
     identity: Identity,
     draining: AtomicBool,
+    /// Set the first time the engine reported ready (the initial sync is done).
+    started: AtomicBool,
 }
 
 /// The pieces a node is built from, checked before any socket is opened.
@@ -191,6 +193,7 @@ impl Node {
                 registry,
                 identity,
                 draining: AtomicBool::new(false),
+                started: AtomicBool::new(false),
             }),
         }
     }
@@ -244,9 +247,24 @@ impl Node {
         &self.inner.identity
     }
 
-    /// Whether the node serves traffic: not draining and the engine is ready.
+    /// Whether the node serves traffic (`/ready`): not draining and the engine is ready (with
+    /// NATS: connected and synced).
     pub fn ready(&self) -> bool {
-        !self.inner.draining.load(Ordering::Acquire) && self.inner.engine.ready()
+        let ready = !self.inner.draining.load(Ordering::Acquire) && self.inner.engine.ready();
+        if ready {
+            self.inner.started.store(true, Ordering::Relaxed);
+        }
+        ready
+    }
+
+    /// Whether new WebSocket connections are accepted: not draining, and the engine was ready
+    /// once. A NATS blip turns `/ready` to 503 but must not refuse clients: existing sessions
+    /// keep working from the replica, and new ones may too.
+    pub fn accepting(&self) -> bool {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return false;
+        }
+        self.inner.started.load(Ordering::Relaxed) || self.ready()
     }
 
     /// Marks the node as shutting down (`/ready` turns 503).

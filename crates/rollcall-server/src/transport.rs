@@ -109,7 +109,7 @@ async fn websocket(
         )
             .into_response();
     }
-    if !state.node.ready() {
+    if !state.node.accepting() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node not ready\n").into_response();
     }
     let cfg = &state.node.config().client;

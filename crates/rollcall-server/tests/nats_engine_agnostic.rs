@@ -128,6 +128,13 @@ fn workload(e: &dyn PresenceEngine) -> Vec<String> {
     assert_eq!(e.presence_stats("chat:1"), stats(3, 3));
     record("replaced", e);
 
+    // Replacing it with an entry outside presence takes it out of presence.
+    e.add(entry("chat:1", "anon", "", false));
+    assert_eq!(e.presence_stats("chat:1"), stats(2, 2));
+    e.add(entry("chat:1", "anon", "", true));
+    assert_eq!(e.presence_stats("chat:1"), stats(3, 3));
+    record("hidden and back", e);
+
     // Unknown removals are ignored.
     e.remove(&Channel::from("chat:1"), &ClientId::from("nobody"));
     e.remove(&Channel::from("nowhere"), &ClientId::from("c1"));

@@ -67,10 +67,12 @@ impl MemoryEngine {
 
 impl PresenceEngine for MemoryEngine {
     fn add(&self, entry: Entry) {
+        let mut shard = self.shard(&entry.channel).lock();
         if entry.presence {
-            self.shard(&entry.channel)
-                .lock()
-                .insert(&entry.channel, entry.info);
+            shard.insert(&entry.channel, entry.info);
+        } else {
+            // Replacing with an entry outside presence removes the old presence record.
+            shard.remove(&entry.channel, &entry.info.client);
         }
     }
 

@@ -545,9 +545,18 @@ async fn a_nats_restart_within_node_timeout_causes_no_leaves_and_converges() {
     // A change during the outage: u1 (on n2) leaves; only n2 knows for now.
     let (gone, gone_id) = clients.remove(1);
     gone.close().await;
+    // New clients are still accepted during the outage (a synced node serves from its
+    // replica); their subscription reaches the peers once NATS is back.
+    let (mut late, late_id) = connect(cluster.node(2), "late").await;
+    subscribe(&mut late, "chat:2").await;
     tokio::time::sleep(Duration::from_millis(800)).await; // the outage lasts ~1 s
     nats.restart();
     let back = Instant::now();
+    eventually!(
+        LONG,
+        "the client connected during the outage is seen on n1",
+        members(cluster.node(0), "chat:2").await == BTreeSet::from([late_id.clone()])
+    );
 
     let want: BTreeSet<String> = clients
         .iter()

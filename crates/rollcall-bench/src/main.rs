@@ -126,6 +126,10 @@ fn main() -> anyhow::Result<()> {
     print!("{}", report.table());
     let json = cli.out.join("results.json");
     std::fs::write(&json, serde_json::to_vec_pretty(&report.to_json())?)?;
+    std::fs::write(
+        cli.out.join("summary.json"),
+        serde_json::to_vec_pretty(&report.summary_json())?,
+    )?;
     let charts = plot::draw(&report, &cli.out);
     eprintln!("wrote {}", json.display());
     for c in charts {

@@ -92,6 +92,9 @@ impl Row {
 
 /// Formats a value with its unit, with as many decimals as the size needs.
 pub fn fmt(v: f64, unit: &str) -> String {
+    if !v.is_finite() {
+        return "never".into();
+    }
     let n = if v.abs() >= 1000.0 {
         group(v.round() as i64)
     } else if v.abs() >= 100.0 {
@@ -236,7 +239,9 @@ impl Report {
                     r.figure.clone(),
                     fmt(r.value, r.unit),
                     r.baseline.map_or("-".into(), |b| fmt(b, r.unit)),
-                    r.ratio().map_or("-".into(), |q| format!("{q:.2}×")),
+                    r.ratio()
+                        .filter(|q| q.is_finite())
+                        .map_or("-".into(), |q| format!("{q:.2}×")),
                     r.target_text(),
                     match r.pass() {
                         Some(true) => "pass".into(),
@@ -305,6 +310,15 @@ impl Report {
         out
     }
 
+    /// The report without the distributions: small enough to commit (docs/bench/).
+    pub fn summary_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("series");
+        }
+        v
+    }
+
     pub fn to_json(&self) -> Value {
         let rows: Vec<Value> = self
             .rows
@@ -346,11 +360,23 @@ impl Report {
                 "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
                 "cpu": cpu_model(),
             },
+            "commit": commit(),
             "rows": rows,
             "failures": self.failures.iter().map(|(s, e)| json!({"scenario": s, "error": e})).collect::<Vec<_>>(),
             "series": series,
         })
     }
+}
+
+/// `git describe --always --dirty` of the tree the bench runs in, if it is a git checkout.
+fn commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn cpu_model() -> String {

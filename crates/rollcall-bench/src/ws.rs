@@ -76,6 +76,8 @@ pub struct Event<'a> {
 pub struct Info<'a> {
     #[serde(borrow)]
     pub client: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub user: Cow<'a, str>,
 }
 
 /// The non-empty lines of a frame, parsed. A line that does not parse is an error.

@@ -1,8 +1,9 @@
-//! Leave after a crash: node K holds N subscriptions (100 connections × N/100 channels), a
-//! subscriber on node A asked for join/leave on all those channels and saw every join; K gets
-//! SIGKILL, and we time every leave push reaching the subscriber. Once with heartbeat
-//! 250 ms / node_timeout 1 s, once with the defaults 1 s / 3 s. The baseline column is the
-//! designed bound, node_timeout + heartbeat_interval.
+//! Leave after a crash: node K holds N subscriptions (100 connections × N/100 channels of the
+//! `ev` namespace). On node A, 10 watchers each asked for join/leave on a tenth of those
+//! channels (so each receives N/10 leaves), and one wide watcher on all of them (N leaves in
+//! one burst). Once every join has arrived, K gets SIGKILL and we time every leave push.
+//! Once with heartbeat 250 ms / node_timeout 1 s, once with the defaults 1 s / 3 s. The
+//! baseline column is the designed bound, node_timeout + heartbeat_interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,10 @@ use crate::ws::{self, Conn};
 
 /// Connections on the node that is killed.
 const HOLDERS: usize = 100;
+/// Watchers sharing the channels on node A.
+const WATCHERS: usize = 10;
+/// The user-id prefix of K's clients: only their joins and leaves are counted.
+const HOLDER: &str = "holder-";
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     for (hb, timeout, bound) in [("250ms", "1s", 1.25), ("1s", "3s", 4.0)] {
@@ -35,8 +40,8 @@ async fn one(
     node_timeout: &'static str,
     bound: f64,
 ) -> anyhow::Result<()> {
-    let subs = ctx.sizes.crash_subs;
-    let channels = subs / HOLDERS;
+    let channels = (ctx.sizes.crash_subs / HOLDERS).max(WATCHERS);
+    let total = (HOLDERS * channels) as u64;
     let nats = Nats::start()?;
     let engine = Engine::Nats {
         url: nats.url(),
@@ -48,17 +53,26 @@ async fn one(
     a.wait_http("/ready", Duration::from_secs(15)).await?;
     k.wait_http("/ready", Duration::from_secs(15)).await?;
 
-    let mut sub = Conn::connect(&a.ws_url(), &token("subscriber")).await?;
-    sub.subscribe_all((0..channels).map(|c| format!("ev:crash{c}")), true)
+    let watched = Arc::new(Counts::default());
+    let wide = Arc::new(Counts::default());
+    let mut readers = JoinSet::new();
+    for w in 0..WATCHERS {
+        let mut c = Conn::connect(&a.ws_url(), &token(&format!("watcher-{w}"))).await?;
+        let mine = (0..channels).filter(|c| c % WATCHERS == w);
+        c.subscribe_all(mine.map(|c| format!("ev:crash{c}")), true)
+            .await?;
+        readers.spawn(count_pushes(c, watched.clone()));
+    }
+    let mut c = Conn::connect(&a.ws_url(), &token("wide-watcher")).await?;
+    c.subscribe_all((0..channels).map(|c| format!("ev:crash{c}")), true)
         .await?;
-    let counts = Arc::new(Leaves::default());
-    let receiver = tokio::spawn(count_pushes(sub, counts.clone()));
+    readers.spawn(count_pushes(c, wide.clone()));
 
     let url = k.ws_url();
     let holders = many(HOLDERS, 32, |h| {
         let url = url.clone();
         async move {
-            let mut c = Conn::connect(&url, &token(&format!("holder-{h}"))).await?;
+            let mut c = Conn::connect(&url, &token(&format!("{HOLDER}{h}"))).await?;
             c.subscribe_all((0..channels).map(|c| format!("ev:crash{c}")), false)
                 .await?;
             anyhow::Ok(c)
@@ -69,34 +83,53 @@ async fn one(
     for h in holders {
         h.idle(&mut idle);
     }
-    let total = (HOLDERS * channels) as u64;
-    wait_for(&counts.joins, total, Duration::from_secs(60))
-        .await
-        .context("joins from node K did not all reach node A")?;
+    for (who, counts) in [("watchers", &watched), ("the wide watcher", &wide)] {
+        wait_for(&counts.joins, total, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("joins from node K did not all reach {who} on node A"))?;
+    }
 
     let killed = k.kill9();
-    counts.start(killed);
+    watched.start(killed);
+    wide.start(killed);
     let within = Duration::from_secs_f64(bound * 3.0 + 5.0);
-    let complete = wait_for(&counts.leaves, total, within).await.is_ok();
-    let times = counts.times();
-    let got = times.len();
+    let complete = wait_for(&watched.leaves, total, within).await.is_ok();
+    // The wide watcher either has them all by now or was disconnected.
+    let _ = wait_for(&wide.leaves, total, Duration::from_secs(2)).await;
+    let times = watched.times();
     let last = times.last().copied().unwrap_or(f64::NAN);
     let first = times.first().copied().unwrap_or(f64::NAN);
-    let value = if complete { last } else { f64::INFINITY };
     report.row(
         Row::new(
             "crash",
             format!("all leaves after SIGKILL (hb {heartbeat}, timeout {node_timeout})"),
-            value,
+            if complete { last } else { f64::INFINITY },
             "s",
         )
         .baseline(bound, "designed bound: node_timeout + heartbeat_interval")
         .target(Target::AtMost(bound))
         .note(format!(
-            "{got}/{total} leaves delivered, first after {first:.3} s, last after {last:.3} s"
+            "{}/{total} leaves to {WATCHERS} watchers of {} each, first after {first:.3} s, last after {last:.3} s",
+            times.len(),
+            total / WATCHERS as u64
         )),
     );
-    let n = got.max(1) as f64;
+    let got = wide.leaves.load(Ordering::Acquire);
+    let closed = wide.closed.lock().expect("not poisoned").clone();
+    report.row(
+        Row::new(
+            "crash",
+            format!("leaves to one watcher of all {total} (hb {heartbeat})"),
+            got as f64,
+            "",
+        )
+        .target(Target::AtLeast(total as f64))
+        .note(match closed {
+            Some(c) => format!("{got}/{total} leaves, then the server closed it: {c}"),
+            None => format!("{got}/{total} leaves, connection kept"),
+        }),
+    );
+    let n = times.len().max(1) as f64;
     let mut points = vec![(0.0, 0.0)];
     points.extend(
         times
@@ -110,7 +143,7 @@ async fn one(
         false,
         points,
     );
-    receiver.abort();
+    readers.abort_all();
     idle.abort_all();
     Ok(())
 }
@@ -129,40 +162,58 @@ async fn wait_for(counter: &AtomicU64, want: u64, within: Duration) -> anyhow::R
     }
 }
 
-/// The subscriber's reader: counts joins; timestamps leaves relative to the kill.
-async fn count_pushes(mut sub: Conn, counts: Arc<Leaves>) -> anyhow::Result<()> {
-    while let Some(msg) = sub.ws.next().await {
-        let Message::Text(text) = msg? else { continue };
+/// A watcher's reader: counts joins of K's clients, timestamps their leaves relative to the
+/// kill, notes a close.
+async fn count_pushes(mut c: Conn, counts: Arc<Counts>) {
+    while let Some(msg) = c.ws.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(f)) => {
+                let why = f.map_or("no close frame".into(), |f| {
+                    format!("{} {}", f.code, f.reason)
+                });
+                *counts.closed.lock().expect("not poisoned") = Some(why);
+                return;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                *counts.closed.lock().expect("not poisoned") = Some(e.to_string());
+                return;
+            }
+        };
         let mut pong = false;
-        for line in ws::lines(text.as_str()) {
-            let line = line?;
+        for line in ws::lines(text.as_str()).flatten() {
             if line.is_ping() {
                 pong = true;
             } else if let Some(push) = &line.push {
-                if push.join.is_some() {
+                if let Some(j) = &push.join
+                    && j.info.user.starts_with(HOLDER)
+                {
                     counts.joins.fetch_add(1, Ordering::AcqRel);
-                } else if push.leave.is_some() {
+                } else if let Some(l) = &push.leave
+                    && l.info.user.starts_with(HOLDER)
+                {
                     counts.leave();
                 }
             }
         }
-        if pong {
-            sub.ws.send(Message::Text("{}".into())).await?;
+        if pong && c.ws.send(Message::Text("{}".into())).await.is_err() {
+            return;
         }
     }
-    Ok(())
 }
 
-/// The counters shared by the subscriber's reader and the scenario.
+/// What readers saw, shared with the scenario.
 #[derive(Default)]
-struct Leaves {
+struct Counts {
     joins: AtomicU64,
     leaves: AtomicU64,
     killed: Mutex<Option<Instant>>,
     times: Mutex<Vec<f64>>,
+    closed: Mutex<Option<String>>,
 }
 
-impl Leaves {
+impl Counts {
     fn start(&self, killed: Instant) {
         *self.killed.lock().expect("not poisoned") = Some(killed);
     }

@@ -30,7 +30,11 @@ struct Inner {
     notify: Notify,
     /// Requests for the session task (not the writer): see [`Control`].
     control: Mutex<Vec<Control>>,
+    /// Wakes `take_control` only: sharing it with `closing` would let one waiter swallow the
+    /// other's wake-up.
     control_notify: Notify,
+    /// Wakes `closing` (every waiter, via `notify_waiters`).
+    closed_notify: Notify,
 }
 
 /// A request from outside the session to its own task (which owns the subscription state).
@@ -61,6 +65,7 @@ impl Outbox {
             notify: Notify::new(),
             control: Mutex::new(Vec::new()),
             control_notify: Notify::new(),
+            closed_notify: Notify::new(),
         });
         (
             Outbox {
@@ -100,7 +105,7 @@ impl Outbox {
         drop(slot);
         self.inner.notify.notify_one();
         // Wake the session task too, so it stops reading.
-        self.inner.control_notify.notify_waiters();
+        self.inner.closed_notify.notify_waiters();
     }
 
     /// Whether a close was asked for.
@@ -133,7 +138,8 @@ impl Outbox {
     /// Waits until a close was asked for.
     pub async fn closing(&self) {
         while !self.is_closing() {
-            let notified = self.inner.control_notify.notified();
+            // Created before the check: `notify_waiters` wakes futures created before it.
+            let notified = self.inner.closed_notify.notified();
             if self.is_closing() {
                 return;
             }
@@ -241,6 +247,25 @@ mod tests {
         tx.close(Disconnect::Shutdown);
         tx.close(Disconnect::Slow);
         assert!(matches!(rx.next().await, Next::Close(Disconnect::Shutdown)));
+    }
+
+    #[tokio::test]
+    async fn control_wakes_take_control_while_closing_also_waits() {
+        let (tx, _rx) = Outbox::new(100);
+        let waiter = tx.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                got = waiter.take_control() => got,
+                _ = waiter.closing() => Vec::new(),
+            }
+        });
+        tokio::task::yield_now().await;
+        tx.control(Control::Unsubscribe("c".into()));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(1), task)
+            .await
+            .expect("take_control was woken")
+            .unwrap();
+        assert_eq!(got, vec![Control::Unsubscribe("c".into())]);
     }
 
     #[tokio::test]

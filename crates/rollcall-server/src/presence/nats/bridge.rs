@@ -303,14 +303,24 @@ fn link_changed(shared: &Arc<Shared>, up: bool) {
     }
 }
 
-/// Announces this node, learns peers for one heartbeat interval (their heartbeats start the
-/// syncs), then waits until every peer found is synced and marks the engine synced.
+/// The longest a starting node listens for peers before it syncs from those it found.
+///
+/// cluster.md has a newcomer listen for one heartbeat interval. Peers answer this node's
+/// announcement with a heartbeat at once, so a round trip is enough to learn them; capping the
+/// window keeps a fresh node's start-to-ready under a second with the default 1 s heartbeat.
+/// A peer whose answer comes later is still synced when its next heartbeat arrives (unknown
+/// origin → sync), just after `/ready` turned 200.
+const DISCOVERY_WINDOW_MAX: Duration = Duration::from_millis(300);
+
+/// Announces this node, learns peers for a short window (their heartbeats start the syncs),
+/// then waits until every peer found is synced and marks the engine synced.
 async fn start_up(shared: Arc<Shared>) {
     shared.replica.heartbeat_now.notify_one();
     let mut progress = shared.replica.progress();
+    let window = shared.heartbeat_interval.min(DISCOVERY_WINDOW_MAX);
     tokio::select! {
         _ = shared.cancel.cancelled() => return,
-        _ = tokio::time::sleep(shared.heartbeat_interval) => {}
+        _ = tokio::time::sleep(window) => {}
     }
     // A peer that never answers must not keep this node out of service forever.
     let deadline = Instant::now() + (shared.node_timeout * 3).max(Duration::from_secs(10));

@@ -116,7 +116,7 @@ async fn websocket(
     let over_limit =
         cfg.connection_limit > 0 && state.node.hub().counts().num_clients >= cfg.connection_limit;
     // Small read/write buffers keep an idle connection's memory low; frames are ≤ 64 KiB.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)

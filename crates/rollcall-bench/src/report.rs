@@ -388,3 +388,45 @@ fn cpu_model() -> String {
         .map(|(_, m)| m.trim().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_by_magnitude_with_grouping() {
+        assert_eq!(fmt(0.2391, "ms"), "0.239 ms");
+        assert_eq!(fmt(8.62, "ms"), "8.62 ms");
+        assert_eq!(fmt(41.7, "ms"), "41.7 ms");
+        assert_eq!(fmt(108_067.4, "req/s"), "108 067 req/s");
+        assert_eq!(fmt(10_000.0, ""), "10 000");
+        assert_eq!(fmt(f64::INFINITY, "s"), "never");
+    }
+
+    #[test]
+    fn verdicts_follow_targets() {
+        let r = Row::new("x", "f", 2.0, "ms");
+        assert_eq!(r.pass(), None);
+        assert_eq!(r.clone().target(Target::AtMost(2.0)).pass(), Some(true));
+        assert_eq!(r.clone().target(Target::AtLeast(2.5)).pass(), Some(false));
+        let r = r.baseline(5.0, "b").target(Target::RatioAtLeast(0.5));
+        assert_eq!(r.ratio(), Some(0.4));
+        assert_eq!(r.pass(), Some(false));
+        // No baseline: a ratio target cannot pass.
+        let r = Row::new("x", "f", 2.0, "").target(Target::RatioAtLeast(0.5));
+        assert_eq!(r.pass(), Some(false));
+    }
+
+    #[test]
+    fn quantile_points_cover_the_tail() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
+        for v in 1..=10_000u64 {
+            h.record(v).unwrap();
+        }
+        let p = quantile_points(&h, 1000.0);
+        assert_eq!(p.first().unwrap().1, 0.0);
+        assert_eq!(p.last().unwrap(), &(h.max() as f64 / 1000.0, 1.0));
+        assert!(p.iter().any(|&(_, q)| q == 0.999));
+        assert!(p.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+}

@@ -224,3 +224,34 @@ pub async fn wait_replies(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replies_pushes_and_pings_of_one_frame() {
+        let frame = concat!(
+            r#"{"id":3,"subscribe":{}}"#,
+            "\n",
+            r#"{"push":{"channel":"ev:p1","join":{"info":{"client":"c-1","user":"u","conn_info":{"a":1}}}}}"#,
+            "\n{}\n",
+            r#"{"id":4,"error":{"code":106,"message":"limit exceeded"}}"#
+        );
+        let lines: Vec<Line<'_>> = lines(frame).collect::<anyhow::Result<_>>().unwrap();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0].id, 3);
+        assert!(!lines[0].is_ping());
+        let push = lines[1].push.as_ref().unwrap();
+        assert_eq!(push.channel, "ev:p1");
+        let join = push.join.as_ref().unwrap();
+        assert_eq!((&*join.info.client, &*join.info.user), ("c-1", "u"));
+        assert!(lines[2].is_ping());
+        assert_eq!(lines[3].error.as_ref().unwrap().code, 106);
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_an_error() {
+        assert!(lines("{\"id\":1}\nnot json").any(|l| l.is_err()));
+    }
+}

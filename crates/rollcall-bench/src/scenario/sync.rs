@@ -109,7 +109,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             "s",
         )
         .baseline(empty.ready_s, "start into the empty cluster, heartbeat 1s")
-        .note("the new node's discovery window is one heartbeat_interval: 250 ms here"),
+        .note("the new node runs heartbeat_interval 250 ms; its discovery window is at most one heartbeat_interval"),
     );
     idle.abort_all();
     Ok(())

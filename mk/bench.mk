@@ -3,7 +3,8 @@
 #   make bench-quick   small sizes, ~30 s: checks the suite itself works
 #   make bench BENCH_ARGS="--scenario propagation"   one scenario (repeat --scenario for more)
 # Needs nats-server (installed on demand by tools-nats) and, for chart text, a TrueType font
-# (fonts-dejavu-core; or BENCH_FONT=/path/to/font.ttf).
+# (fonts-dejavu-core; or BENCH_FONT=/path/to/font.ttf; BENCH_FONT=none draws without text).
+# BENCH_PERF=<dir> attaches `perf record -g` to every rollcall node (perf-<node>-<pid>.data).
 
 BENCH_ARGS ?=
 BENCH_OUT ?= bench-results

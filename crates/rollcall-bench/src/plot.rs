@@ -37,6 +37,10 @@ const COLORS: [RGBColor; 8] = [
 
 /// Registers a font for "sans-serif"; false if none could be loaded.
 fn load_font() -> bool {
+    // `BENCH_FONT=none` draws without text (and tests that path).
+    if std::env::var_os("BENCH_FONT").is_some_and(|f| f == "none") {
+        return false;
+    }
     let candidates = std::env::var_os("BENCH_FONT")
         .map(PathBuf::from)
         .into_iter()

@@ -64,10 +64,30 @@ pub struct NodeInfo {
     pub uptime: u64,
 }
 
+/// One member and its map entry `"<client id>":{ClientInfo}` encoded once at insert time, so
+/// answering `presence` copies bytes instead of serializing every member on every query.
+#[derive(Debug, Clone)]
+struct Member {
+    info: ClientInfo,
+    entry_json: Box<str>,
+}
+
+impl Member {
+    fn new(info: ClientInfo) -> Member {
+        let mut json = serde_json::to_string(&*info.client).expect("strings serialize");
+        json.push(':');
+        json.push_str(&serde_json::to_string(&info).expect("ClientInfo serializes"));
+        Member {
+            info,
+            entry_json: json.into_boxed_str(),
+        }
+    }
+}
+
 /// The members of one channel and a per-user count, so both stats are O(1).
 #[derive(Debug, Default, Clone)]
 pub struct ChannelPresence {
-    clients: HashMap<ClientId, ClientInfo>,
+    clients: HashMap<ClientId, Member>,
     users: HashMap<Arc<str>, u32>,
 }
 
@@ -80,15 +100,38 @@ impl ChannelPresence {
     }
 
     pub fn members(&self) -> impl Iterator<Item = &ClientInfo> {
-        self.clients.values()
+        self.clients.values().map(|m| &m.info)
     }
 
     pub fn get(&self, client: &str) -> Option<&ClientInfo> {
-        self.clients.get(client)
+        self.clients.get(client).map(|m| &m.info)
     }
 
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+
+    /// Appends the members as the protocol's JSON map `{"<client id>":ClientInfo,…}`.
+    /// O(members), a copy of pre-encoded bytes.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let bytes: usize = self.clients.values().map(|m| m.entry_json.len() + 1).sum();
+        out.reserve(bytes + 2);
+        out.push(b'{');
+        for (i, m) in self.clients.values().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(m.entry_json.as_bytes());
+        }
+        out.push(b'}');
+    }
+}
+
+/// Appends `{}` or the channel's members as a JSON map (see [`ChannelPresence::write_json`]).
+pub fn write_presence_json(channel: Option<&ChannelPresence>, out: &mut Vec<u8>) {
+    match channel {
+        Some(c) => c.write_json(out),
+        None => out.extend_from_slice(b"{}"),
     }
 }
 
@@ -111,7 +154,10 @@ impl PresenceIndex {
     pub fn insert(&mut self, channel: &Channel, info: ClientInfo) -> Option<ClientInfo> {
         let chan = self.channels.entry(channel.clone()).or_default();
         let user = info.user.clone();
-        let old = chan.clients.insert(info.client.clone(), info);
+        let old = chan
+            .clients
+            .insert(info.client.clone(), Member::new(info))
+            .map(|m| m.info);
         match &old {
             Some(prev) if prev.user == user => {}
             Some(prev) => {
@@ -130,7 +176,7 @@ impl PresenceIndex {
     /// Removes a client from a channel. Returns the removed record. O(1).
     pub fn remove(&mut self, channel: &str, client: &str) -> Option<ClientInfo> {
         let chan = self.channels.get_mut(channel)?;
-        let removed = chan.clients.remove(client)?;
+        let removed = chan.clients.remove(client)?.info;
         Self::dec_user(&mut chan.users, &removed.user);
         if chan.clients.is_empty() {
             self.channels.remove(channel);
@@ -270,6 +316,35 @@ mod tests {
             idx.channel("c").unwrap().get("a").unwrap().user.as_ref(),
             "2"
         );
+    }
+
+    #[test]
+    fn presence_json_is_the_protocol_map() {
+        let mut idx = PresenceIndex::new();
+        let ch: Channel = "c".into();
+        let mut out = Vec::new();
+        write_presence_json(idx.channel("c"), &mut out);
+        assert_eq!(out, b"{}");
+        idx.insert(&ch, info("a", "1"));
+        let mut b = info("b\"q", "2");
+        b.chan_info = Some(Arc::from(RawValue::from_string("[1]".into()).unwrap()));
+        idx.insert(&ch, b);
+        let mut out = Vec::new();
+        write_presence_json(idx.channel("c"), &mut out);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({
+                "a": {"client": "a", "user": "1"},
+                "b\"q": {"client": "b\"q", "user": "2", "chan_info": [1]}
+            })
+        );
+        // A replaced member's cached JSON is replaced too.
+        idx.insert(&ch, info("a", "9"));
+        let mut out = Vec::new();
+        write_presence_json(idx.channel("c"), &mut out);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed["a"]["user"], "9");
     }
 
     #[test]

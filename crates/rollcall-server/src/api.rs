@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rollcall_core::codes::{ErrorCode, ProtocolError};
 use rollcall_core::presence::{NodeInfo, PresenceStats};
-use rollcall_core::protocol::PresenceMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
@@ -104,11 +103,6 @@ struct InfoResult {
     nodes: Vec<NodeInfo>,
 }
 
-#[derive(Serialize)]
-struct PresenceResult<'a> {
-    presence: PresenceMap<'a>,
-}
-
 /// Runs one API method; `params` is the raw params object. Returns the result as JSON text.
 fn call(node: &Node, method: &str, params: &[u8]) -> Result<String, ErrorCode> {
     fn parse<'a, T: Deserialize<'a> + Default>(params: &'a [u8]) -> Result<T, ErrorCode> {
@@ -121,10 +115,7 @@ fn call(node: &Node, method: &str, params: &[u8]) -> Result<String, ErrorCode> {
         "presence" => {
             let p: ChannelParams = parse(params)?;
             presence_allowed(node, &p.channel)?;
-            let members = node.engine().presence(&p.channel);
-            json(&PresenceResult {
-                presence: PresenceMap(&members),
-            })
+            presence_result(node, &p.channel)
         }
         "presence_stats" => {
             let p: ChannelParams = parse(params)?;
@@ -165,6 +156,16 @@ fn call(node: &Node, method: &str, params: &[u8]) -> Result<String, ErrorCode> {
         _ => return Err(ErrorCode::MethodNotFound),
     };
     Ok(result)
+}
+
+/// `{"presence":{…}}` from the engine's pre-encoded members.
+fn presence_result(node: &Node, channel: &str) -> String {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(br#"{"presence":"#);
+    node.engine().presence_json(channel, &mut out);
+    out.push(b'}');
+    // The engine writes serde_json output and JSON map punctuation: always UTF-8.
+    String::from_utf8(out).expect("presence JSON is UTF-8")
 }
 
 fn json<T: Serialize>(value: &T) -> String {

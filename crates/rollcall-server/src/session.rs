@@ -12,9 +12,9 @@ use rollcall_core::namespace::{Namespace, NamespaceOptions};
 use rollcall_core::permission::{self, Requester};
 use rollcall_core::presence::{Channel, ClientId, ClientInfo};
 use rollcall_core::protocol::{
-    ChannelRequest, ConnectRequest, ConnectResult, Empty, Method, PresenceMap, PresenceResult,
-    PushBody, RefreshRequest, RefreshResult, Reply, ReplyBody, SubRefreshRequest, SubscribeRequest,
-    SubscribeResult, decode_command, encode_push, lines,
+    ChannelRequest, ConnectRequest, ConnectResult, Empty, Method, PushBody, RefreshRequest,
+    RefreshResult, Reply, ReplyBody, SubRefreshRequest, SubscribeRequest, SubscribeResult,
+    decode_command, encode_push, lines,
 };
 use rollcall_core::token::{Overrides, TokenError};
 use serde_json::value::RawValue;
@@ -417,13 +417,12 @@ impl Session {
 
     fn presence(&mut self, id: u32, req: ChannelRequest) -> Result<Flow, ErrorCode> {
         self.check_presence(&req.channel)?;
-        let members = self.node.engine().presence(&req.channel);
-        self.reply(&Reply {
-            id,
-            body: ReplyBody::Presence(PresenceResult {
-                presence: PresenceMap(&members),
-            }),
-        });
+        // Built from the engine's pre-encoded members rather than serialized per member.
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(format!(r#"{{"id":{id},"presence":{{"presence":"#).as_bytes());
+        self.node.engine().presence_json(&req.channel, &mut out);
+        out.extend_from_slice(b"}}");
+        let _ = self.outbox.send(Bytes::from(out));
         Ok(Flow::Continue)
     }
 

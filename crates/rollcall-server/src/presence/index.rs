@@ -1,16 +1,20 @@
-//! The cluster-wide presence index: local and replicated entries, sharded by channel.
+//! A presence index sharded by channel: what both engines answer presence queries from.
 
 use std::hash::{BuildHasher, RandomState};
 
 use parking_lot::Mutex;
-use rollcall_core::presence::{Channel, ClientInfo, PresenceIndex, PresenceStats};
+use rollcall_core::presence::{
+    Channel, ClientInfo, PresenceIndex, PresenceStats, write_presence_json,
+};
 
 const SHARDS: usize = 64;
 
-/// Every entry with presence, whichever node owns it. `stats` is O(1), `presence` O(members).
+/// Every entry with presence (for the NATS engine: whichever node owns it). `stats` is O(1),
+/// `presence` O(members).
 ///
-/// Each shard lock is held for one index operation only, never across an await, so API
-/// queries never wait behind a sync or a burst of deltas for long.
+/// Sharded so that subscribes to different channels do not contend; each shard lock is held
+/// for one index operation only, never across an await, so API queries never wait behind a
+/// sync or a burst of deltas for long.
 pub struct Index {
     shards: Box<[Mutex<PresenceIndex>]>,
     hasher: RandomState,
@@ -49,6 +53,12 @@ impl Index {
             .channel(channel)
             .map(|c| c.members().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Members of a channel as the protocol's JSON map, appended to `out`. O(members), a copy
+    /// of entries encoded at insert time.
+    pub fn presence_json(&self, channel: &str, out: &mut Vec<u8>) {
+        write_presence_json(self.shard(channel).lock().channel(channel), out);
     }
 
     /// Counters of a channel. O(1).

@@ -1,24 +1,16 @@
 //! The in-memory engine: one node's presence, sharded by channel.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
-use parking_lot::Mutex;
-use rollcall_core::presence::{
-    Channel, ClientId, ClientInfo, NodeInfo, PresenceIndex, PresenceStats,
-};
+use rollcall_core::presence::{Channel, ClientId, ClientInfo, NodeInfo, PresenceStats};
 
+use super::index::Index;
 use super::{BoxFuture, Entry, PresenceEngine};
 use crate::hub::Hub;
 
-const SHARDS: usize = 64;
-
 /// Presence of a single node. `presence_stats` is O(1), `presence` O(members).
 pub struct MemoryEngine {
-    // Sharded so that subscribes to different channels do not contend; each lock is held only
-    // for one index operation.
-    shards: Box<[Mutex<PresenceIndex>]>,
-    hasher: RandomState,
+    index: Index,
     hub: Hub,
     identity: Identity,
 }
@@ -51,54 +43,41 @@ impl Identity {
 impl MemoryEngine {
     pub fn new(hub: Hub, identity: Identity) -> MemoryEngine {
         MemoryEngine {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(PresenceIndex::new()))
-                .collect(),
-            hasher: RandomState::new(),
+            index: Index::default(),
             hub,
             identity,
         }
-    }
-
-    fn shard(&self, channel: &str) -> &Mutex<PresenceIndex> {
-        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 }
 
 impl PresenceEngine for MemoryEngine {
     fn add(&self, entry: Entry) {
-        let mut shard = self.shard(&entry.channel).lock();
         if entry.presence {
-            shard.insert(&entry.channel, entry.info);
+            self.index.insert(&entry.channel, entry.info);
         } else {
             // Replacing with an entry outside presence removes the old presence record.
-            shard.remove(&entry.channel, &entry.info.client);
+            self.index.remove(&entry.channel, &entry.info.client);
         }
     }
 
     fn remove(&self, channel: &Channel, client: &ClientId) {
-        self.shard(channel).lock().remove(channel, client);
+        self.index.remove(channel, client);
     }
 
     fn presence(&self, channel: &str) -> Vec<ClientInfo> {
-        let shard = self.shard(channel).lock();
-        shard
-            .channel(channel)
-            .map(|c| c.members().cloned().collect())
-            .unwrap_or_default()
+        self.index.presence(channel)
+    }
+
+    fn presence_json(&self, channel: &str, out: &mut Vec<u8>) {
+        self.index.presence_json(channel, out)
     }
 
     fn presence_stats(&self, channel: &str) -> PresenceStats {
-        self.shard(channel).lock().stats(channel)
+        self.index.stats(channel)
     }
 
     fn channels(&self) -> Vec<(Channel, PresenceStats)> {
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock();
-            out.extend(shard.channels().map(|(c, p)| (c.clone(), p.stats())));
-        }
-        out
+        self.index.channels()
     }
 
     fn nodes(&self) -> Vec<NodeInfo> {

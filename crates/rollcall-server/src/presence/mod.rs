@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use rollcall_core::presence::{Channel, ClientId, ClientInfo, NodeInfo, PresenceStats};
 
+pub mod index;
 pub mod memory;
 pub mod nats;
 
@@ -42,6 +43,9 @@ pub trait PresenceEngine: Send + Sync + 'static {
     fn remove(&self, channel: &Channel, client: &ClientId);
     /// Every member of the channel across the cluster.
     fn presence(&self, channel: &str) -> Vec<ClientInfo>;
+    /// The same members as the protocol's JSON map `{"<client id>":ClientInfo,…}` (`{}` when
+    /// empty), appended to `out`. What the APIs answer with: it copies pre-encoded entries.
+    fn presence_json(&self, channel: &str, out: &mut Vec<u8>);
     /// Counters of the channel across the cluster.
     fn presence_stats(&self, channel: &str) -> PresenceStats;
     /// Every channel with presence members across the cluster, with its counters.

@@ -32,7 +32,6 @@ use super::{BoxFuture, Entry, PresenceEngine};
 use crate::hub::Hub;
 
 mod bridge;
-mod index;
 mod local;
 mod metrics;
 mod record;
@@ -44,7 +43,7 @@ mod wire;
 pub use subjects::InvalidPrefix;
 pub use wire::FORMAT_VERSION;
 
-use index::Index;
+use super::index::Index;
 use local::Local;
 use metrics::Metrics;
 use replica::Replica;
@@ -260,6 +259,10 @@ impl PresenceEngine for NatsEngine {
 
     fn presence(&self, channel: &str) -> Vec<ClientInfo> {
         self.shared.index.presence(channel)
+    }
+
+    fn presence_json(&self, channel: &str, out: &mut Vec<u8>) {
+        self.shared.index.presence_json(channel, out)
     }
 
     fn presence_stats(&self, channel: &str) -> PresenceStats {

@@ -8,10 +8,10 @@ use parking_lot::Mutex;
 use rollcall_core::presence::{Channel, ClientId};
 use tokio::sync::Notify;
 
-use super::index::Index;
 use super::record::{Key, Record};
 use super::wire::{Change, Delta, Frame, Origin, Update, WireEntry, encode};
 use crate::presence::Entry;
+use crate::presence::index::Index;
 
 /// Changes kept for the publisher at most. Past this (the NATS link is down or far too slow)
 /// the queue is dropped whole: the seq keeps counting, so peers see a gap and re-sync, which

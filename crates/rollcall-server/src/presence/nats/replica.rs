@@ -17,12 +17,12 @@ use rollcall_core::presence::NodeInfo;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::index::Index;
 use super::local::now_us;
 use super::metrics::Metrics;
 use super::record::{Key, Record};
 use super::wire::{Origin, Reject, Update, ValidDelta};
 use crate::hub::Hub;
+use crate::presence::index::Index;
 
 /// Changes buffered for a peer while its snapshot is on the way. Past this the buffer is
 /// dropped; the seq check after the snapshot then asks for another one.

@@ -23,7 +23,7 @@ async fn metric(s: &ServerProcess, needle: &str) -> bool {
 #[tokio::test]
 async fn slow_reader_is_closed_with_3008_without_delaying_others() {
     let mut config = base_config();
-    merge(&mut config, &json!({"client": {"queue_max_size": 65536}}));
+    merge(&mut config, &json!({"client": {"queue_max_size": 200_000}}));
     let s = ServerProcess::start(&config);
     let (mut slow, _) = Client::connect(&s.ws_url(), &token(json!({"sub": "slow"}))).await;
     slow.call("subscribe", json!({"channel": "chat:busy"}))
@@ -31,8 +31,9 @@ async fn slow_reader_is_closed_with_3008_without_delaying_others() {
     let (mut fast, _) = Client::connect(&s.ws_url(), &token(json!({"sub": "fast"}))).await;
     fast.call("subscribe", json!({"channel": "chat:busy"}))
         .await;
-    // Big conn_info makes every join/leave push ~40 KiB, so the kernel buffers fill quickly.
-    let info = json!({"pad": "x".repeat(40_000)});
+    // Big conn_info makes every join/leave push ~20 KiB, so the kernel buffers fill quickly;
+    // the 200 kB queue holds ten of them, so a reading client never overflows it.
+    let info = json!({"pad": "x".repeat(20_000)});
     let (mut noisy, _) =
         Client::connect(&s.ws_url(), &token(json!({"sub": "noisy", "info": info}))).await;
     // Drain fast's own join; slow never reads from here on.

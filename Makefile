@@ -30,7 +30,7 @@ run:
 
 # One build of the workspace; every test suite reuses it.
 test: build
-	$(MAKE) --no-print-directory test-rust $(TEST_TARGETS)
+	$(MAKE) --no-print-directory lint test-rust $(TEST_TARGETS)
 	@echo "make test: all suites passed"
 
 test-rust: tools-nats

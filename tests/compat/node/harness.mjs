@@ -164,13 +164,10 @@ export async function startNats() {
   return { url: `nats://127.0.0.1:${port}`, proc, stop: () => proc.kill() };
 }
 
-/** The exact start-up error of a rollcall binary that has no NATS engine yet. */
-const NATS_NOT_BUILT = 'the nats engine is not built yet';
-
 /**
  * Starts `rollcall serve` with the compat config and `engine` ('memory' | 'nats'), waits for
- * `/ready`. Returns { url, ws, api, stop, log } or, when the binary says the NATS engine is
- * not built yet, { unavailable: reason } (the caller skips loudly).
+ * `/ready`. Returns { url, ws, api, stop, log }; a server that exits or never gets ready fails
+ * the suite.
  */
 export async function startRollcall(engine) {
   const dir = mkdtempSync(join(tmpdir(), 'rollcall-compat-node-'));
@@ -208,7 +205,6 @@ export async function startRollcall(engine) {
   try {
     await untilDeadline(Date.now() + 20000, async () => {
       if (proc.exited) {
-        if (engine === 'nats' && proc.output.includes(NATS_NOT_BUILT)) return true;
         throw new Error(`rollcall serve (engine ${engine}) exited ${JSON.stringify(proc.exited)}:\n${proc.output}`);
       }
       try {
@@ -221,11 +217,6 @@ export async function startRollcall(engine) {
   } catch (e) {
     await cleanup();
     throw e;
-  }
-  if (proc.exited) {
-    const out = proc.output.trim();
-    await cleanup();
-    return { unavailable: `rollcall ${ROLLCALL_BIN} has no NATS engine yet: ${out.split('\n').pop()}` };
   }
   return {
     engine,
@@ -373,7 +364,7 @@ export class Clients {
   }
 }
 
-/** Engines to run: memory always, NATS too (skipped with a reason only if not built yet). */
+/** Engines every scenario runs against. */
 export const ENGINES = ['memory', 'nats'];
 
 /** `promise`, or a rejection naming `what` after `ms`. */

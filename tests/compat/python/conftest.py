@@ -71,9 +71,6 @@ FILE_NAMESPACES = [
 #: Server ping interval of every test server: short, so every test also runs through pings.
 PING_INTERVAL = "1s"
 
-#: The exact start-up error of a rollcall binary without the NATS engine.
-NATS_NOT_BUILT = "the nats engine is not built yet"
-
 
 def channel(ns: str, label: str = "room") -> str:
     """A unique channel in `ns`, so tests never see each other's clients."""
@@ -169,7 +166,6 @@ class Server:
         self.engine = engine
         self.dir = tempfile.mkdtemp(prefix="rollcall-compat-py-")
         self.nats: Optional[Proc] = None
-        self.unavailable: Optional[str] = None
         self.ns_file = os.path.join(self.dir, "namespaces.json")
         self.write_namespaces_file(FILE_NAMESPACES)
         config: Dict[str, Any] = {
@@ -208,8 +204,6 @@ class Server:
         except BaseException:
             self.stop()
             raise
-        if self.unavailable:
-            self.stop()
 
     def _nats_up(self, port: int) -> bool:
         assert self.nats is not None
@@ -220,12 +214,8 @@ class Server:
     def _ready(self) -> bool:
         code = self.proc.exited()
         if code is not None:
-            log = self.proc.log()
-            if self.engine == "nats" and NATS_NOT_BUILT in log:
-                last = log.strip().splitlines()[-1]
-                self.unavailable = f"rollcall {ROLLCALL_BIN} has no NATS engine yet: {last}"
-                return True
-            raise AssertionError(f"rollcall serve (engine {self.engine}) exited {code}:\n{log}")
+            raise AssertionError(
+                f"rollcall serve (engine {self.engine}) exited {code}:\n{self.proc.log()}")
         try:
             with urllib.request.urlopen(f"{self.base}/ready", timeout=1) as r:
                 return r.status == 200
@@ -258,11 +248,8 @@ class Server:
 
 @pytest.fixture(scope="session", params=["memory", "nats"])
 def server(request):
-    """A rollcall server per engine; NATS is skipped (with the reason) only while the binary
-    says it has no NATS engine."""
+    """A rollcall server per engine: every scenario runs against memory and NATS."""
     srv = Server(request.param)
-    if srv.unavailable:
-        pytest.skip(srv.unavailable)
     yield srv
     srv.stop()
 

@@ -307,3 +307,21 @@ async fn gentoken_prints_a_token_that_connects() {
     assert_eq!(entry["user"], "77");
     assert_eq!(entry["conn_info"], json!({"name": "G"}));
 }
+
+#[tokio::test]
+async fn a_queue_smaller_than_a_leave_burst_is_warned_about() {
+    let mut config = base_config();
+    merge(
+        &mut config,
+        &json!({"client": {"channel_limit": 10000, "queue_max_size": 100000}}),
+    );
+    let s = ServerProcess::start(&config);
+    assert!(
+        s.log()
+            .contains("client.queue_max_size is below channel_limit"),
+        "{}",
+        s.log()
+    );
+    let quiet = ServerProcess::start(&base_config());
+    assert!(!quiet.log().contains("queue_max_size"), "{}", quiet.log());
+}

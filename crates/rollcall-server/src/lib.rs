@@ -48,6 +48,26 @@ pub struct Server {
     addr: SocketAddr,
 }
 
+/// Bytes a join/leave push takes, about, with small `conn_info`/`chan_info`.
+const PUSH_BYTES: usize = 256;
+
+/// When a node dies, a client gets one leave per channel it holds with join/leave pushes, all
+/// queued at once. A queue smaller than that burst closes such a client with 3008 although it
+/// reads fine. With the defaults (128 channels, 1 MiB) the burst is ~32 KiB.
+fn warn_queue_too_small(config: &Config) {
+    let c = &config.client;
+    let burst = c.channel_limit as usize * PUSH_BYTES;
+    if c.queue_max_size < burst {
+        tracing::warn!(
+            queue_max_size = c.queue_max_size,
+            channel_limit = c.channel_limit,
+            "client.queue_max_size is below channel_limit × {PUSH_BYTES} B ({burst} B): a client \
+             holding that many channels can be closed with 3008 by the leave burst of a node \
+             crash; raise client.queue_max_size"
+        );
+    }
+}
+
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -62,6 +82,7 @@ impl Server {
     /// Validates the config, starts the presence engine and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, SetupError> {
         let parts = Parts::build(&config)?;
+        warn_queue_too_small(&config);
         let addr = format!("{}:{}", config.http_server.address, config.http_server.port);
         let listener = TcpListener::bind(&addr)
             .await

@@ -16,7 +16,7 @@ use rollcall_core::protocol::{
     RefreshResult, Reply, ReplyBody, SubRefreshRequest, SubscribeRequest, SubscribeResult,
     decode_command, encode_push, lines,
 };
-use rollcall_core::token::{Overrides, TokenError};
+use rollcall_core::token::{ConnectClaims, Overrides, SubscribeClaims, TokenError};
 use serde_json::value::RawValue;
 
 use crate::hub::Subscriber;
@@ -176,20 +176,11 @@ impl Session {
             }
             Default::default()
         } else {
-            match self.node.conn_tokens().verify_connect(&req.token, now) {
+            match self.conn_token(&req.token, now)? {
                 Ok(c) => c,
-                Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired),
-                Err(TokenError::Invalid(reason)) => {
-                    tracing::debug!(client = %self.client, %reason, "invalid connection token");
-                    return Ok(Flow::Close(Disconnect::InvalidToken));
-                }
+                Err(close) => return Ok(close),
             }
         };
-        if let Some(at) = claims.expires_at
-            && at <= now
-        {
-            return Err(ErrorCode::TokenExpired);
-        }
         if claims.subs.len() > cfg.channel_limit as usize {
             return Ok(Flow::Close(Disconnect::ChannelLimit));
         }
@@ -245,6 +236,33 @@ impl Session {
             self.activate(&channel, push, join_leave);
         }
         Ok(Flow::Continue)
+    }
+
+    /// Verifies a connection token. An expired one is error 109 (the SDK refreshes and tries
+    /// again); anything else wrong closes with 3500. The verifier checks `exp` and `expire_at`.
+    fn conn_token(&self, token: &str, now: u64) -> Result<Result<ConnectClaims, Flow>, ErrorCode> {
+        token_outcome(
+            self.node.conn_tokens().verify_connect(token, now),
+            &self.client,
+        )
+    }
+
+    /// Verifies a subscription token for `channel`, as [`Self::conn_token`]; a token for
+    /// another user or channel also closes with 3500.
+    fn sub_token(
+        &self,
+        token: &str,
+        channel: &str,
+        now: u64,
+    ) -> Result<Result<SubscribeClaims, Flow>, ErrorCode> {
+        let verified = self.node.sub_tokens().verify_subscribe(token, now);
+        Ok(token_outcome(verified, &self.client)?.and_then(|claims| {
+            if claims.user == self.requester().user && claims.channel == channel {
+                Ok(claims)
+            } else {
+                Err(Flow::Close(Disconnect::InvalidToken))
+            }
+        }))
     }
 
     fn ttl_of(&self, expires_at: Option<u64>, now: u64) -> Option<u32> {
@@ -348,22 +366,10 @@ impl Session {
         let mut expires_at = None;
         let has_token = !req.token.is_empty();
         if has_token {
-            let claims = match self.node.sub_tokens().verify_subscribe(&req.token, now) {
+            let claims = match self.sub_token(&req.token, &req.channel, now)? {
                 Ok(c) => c,
-                Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired),
-                Err(TokenError::Invalid(reason)) => {
-                    tracing::debug!(client = %self.client, %reason, "invalid subscription token");
-                    return Ok(Flow::Close(Disconnect::InvalidToken));
-                }
+                Err(close) => return Ok(close),
             };
-            if claims.user != self.requester().user || claims.channel != req.channel {
-                return Ok(Flow::Close(Disconnect::InvalidToken));
-            }
-            if let Some(at) = claims.expires_at
-                && at <= now
-            {
-                return Err(ErrorCode::TokenExpired);
-            }
             overrides = claims.overrides;
             chan_info = claims.info.map(Arc::from);
             expires_at = claims.expires_at;
@@ -441,19 +447,13 @@ impl Session {
         if req.token.is_empty() {
             return Err(ErrorCode::BadRequest);
         }
-        let claims = match self.node.conn_tokens().verify_connect(&req.token, now) {
+        let claims = match self.conn_token(&req.token, now)? {
             Ok(c) => c,
-            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired),
-            Err(TokenError::Invalid(_)) => return Ok(Flow::Close(Disconnect::InvalidToken)),
+            Err(close) => return Ok(close),
         };
         let conn = self.connected.as_mut().expect("checked in handle");
         if *claims.user != *conn.user {
             return Ok(Flow::Close(Disconnect::InvalidToken));
-        }
-        if let Some(at) = claims.expires_at
-            && at <= now
-        {
-            return Err(ErrorCode::TokenExpired);
         }
         conn.expires_at = claims.expires_at;
         let ttl = self.ttl_of(claims.expires_at, now);
@@ -477,14 +477,10 @@ impl Session {
         if !self.subs.contains_key(req.channel.as_str()) {
             return Err(ErrorCode::PermissionDenied);
         }
-        let claims = match self.node.sub_tokens().verify_subscribe(&req.token, now) {
+        let claims = match self.sub_token(&req.token, &req.channel, now)? {
             Ok(c) => c,
-            Err(TokenError::Expired) => return Err(ErrorCode::TokenExpired),
-            Err(TokenError::Invalid(_)) => return Ok(Flow::Close(Disconnect::InvalidToken)),
+            Err(close) => return Ok(close),
         };
-        if claims.user != self.requester().user || claims.channel != req.channel {
-            return Ok(Flow::Close(Disconnect::InvalidToken));
-        }
         if let Some(sub) = self.subs.get_mut(req.channel.as_str()) {
             sub.expires_at = claims.expires_at;
         }
@@ -559,6 +555,22 @@ impl Session {
         if self.drop_sub(channel, "server_unsubscribe") {
             let push = encode_push(channel, PushBody::Unsubscribe { code, reason });
             let _ = self.outbox.send(Bytes::from(push));
+        }
+    }
+}
+
+/// Maps a token check to the session's answer: the claims, a close with 3500 (inner `Err`), or
+/// error 109 for an expired token (outer `Err`).
+fn token_outcome<T>(
+    result: Result<T, TokenError>,
+    client: &ClientId,
+) -> Result<Result<T, Flow>, ErrorCode> {
+    match result {
+        Ok(claims) => Ok(Ok(claims)),
+        Err(TokenError::Expired) => Err(ErrorCode::TokenExpired),
+        Err(TokenError::Invalid(reason)) => {
+            tracing::debug!(%client, %reason, "invalid token");
+            Ok(Err(Flow::Close(Disconnect::InvalidToken)))
         }
     }
 }
